@@ -1,0 +1,531 @@
+/**
+ * Two-phase transfer learning: phase 1 trains the head on a frozen backbone,
+ * phase 2 fine-tunes the top backbone blocks with a smaller learning rate.
+ * Batch-norm layers stay in inference mode throughout. The epoch with the
+ * best validation macro-F1 is kept; each phase stops early after `patience`
+ * epochs without improvement.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import * as tf from '@tensorflow/tfjs';
+
+import { activeBackend, initBackend } from '../backend';
+import { CANONICAL_CLASSES, NUM_CLASSES } from '../classes';
+import { augmentBatch, isAugmentationOff } from '../data/augment';
+import { describePreprocessing, pixelsToTensor, preprocess } from '../data/preprocess';
+import { ImageStore } from '../data/store';
+import { predictStore, writeEvaluation } from '../eval/evaluate';
+import { classificationReport } from '../eval/metrics';
+import type { ClassificationReport } from '../eval/types';
+import { findChromium, saveFiguresPng } from '../figures/export';
+import { trainingCurvesFigure } from '../figures/plots';
+import { createModel, setTrainableBlocks, trainableVariables, type FerModel } from '../models/factory';
+import { exportLayersModel, writeFileAtomic } from '../models/io';
+import { seedDropout } from '../models/layers';
+import { resolveDataDir, resolveRunsDir } from '../paths';
+import { addLogListener, log } from '../util/log';
+import { formatDuration, ProgressBar } from '../util/progress';
+import { permutation, Rng } from '../util/rng';
+import {
+  bestWeightsBase,
+  hasCheckpoint,
+  initialState,
+  loadModelWeights,
+  loadOptimizerState,
+  loadState,
+  saveBestWeights,
+  saveCheckpoint,
+  type TrainState,
+} from './checkpoint';
+import { dataReport, prepareSplits, type PreparedSplits } from './data';
+import type { EpochRecord } from './history';
+import { resolveTrainOptions, type ResolvedTrainOptions, type TrainOptions } from './options';
+
+export interface TrainResult {
+  runDir: string;
+  history: EpochRecord[];
+  best: TrainState['best'];
+  testReport?: ClassificationReport;
+  trainingSeconds: number;
+  stopReasons: string[];
+}
+
+export class TrainingInterruptedError extends Error {
+  constructor(readonly runDir: string) {
+    super(`Training interrupted; the checkpoint in ${runDir} is up to date. Resume with: fer train --resume ${runDir}`);
+    this.name = 'TrainingInterruptedError';
+  }
+}
+
+const EPSILON = 1e-7;
+
+/** Mean (optionally class-weighted) categorical cross-entropy of softmax outputs, clipped as Keras does. */
+function crossEntropy(oneHot: tf.Tensor2D, probabilities: tf.Tensor2D, sampleWeights?: tf.Tensor1D): tf.Scalar {
+  const perSample = tf.neg(tf.sum(tf.mul(oneHot, tf.log(tf.clipByValue(probabilities, EPSILON, 1 - EPSILON))), 1));
+  if (sampleWeights === undefined) {
+    return tf.mean(perSample);
+  }
+  return tf.div(tf.sum(tf.mul(perSample, sampleWeights)), perSample.shape[0] as number);
+}
+
+/** sklearn's compute_class_weight('balanced'): n / (k * n_c), for the classes present. */
+export function balancedClassWeights(labels: Int32Array): number[] {
+  const counts = new Array<number>(NUM_CLASSES).fill(0);
+  labels.forEach((l) => (counts[l] = (counts[l] ?? 0) + 1));
+  const present = counts.filter((c) => c > 0).length;
+  return counts.map((c) => (c > 0 ? labels.length / (present * c) : 0));
+}
+
+function defaultRunDir(options: TrainOptions): string {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace(/-\d\dZ$/, 'Z');
+  const name = options.model.toLowerCase().replace(/[^a-z0-9.]+/g, '-');
+  return path.join(resolveRunsDir(options.runsDir), `${name}-${stamp}`);
+}
+
+interface RunContext {
+  options: ResolvedTrainOptions;
+  fer: FerModel;
+  train: ImageStore;
+  validation: ImageStore;
+  prepared: PreparedSplits;
+  classWeights: number[] | undefined;
+}
+
+async function writeRunFiles(ctx: RunContext): Promise<void> {
+  const { options, fer } = ctx;
+  const dir = options.runDir;
+  const backend = activeBackend();
+  await writeFileAtomic(
+    path.join(dir, 'config.json'),
+    JSON.stringify(
+      {
+        ...options,
+        backbone: fer.backbone.name,
+        parameters: fer.model.countParams(),
+        backend: backend ?? null,
+        versions: { tfjs: tf.version.tfjs, node: process.versions.node },
+      },
+      null,
+      1,
+    ),
+  );
+  await writeFileAtomic(path.join(dir, 'classes.json'), JSON.stringify(fer.classNames, null, 1));
+  await writeFileAtomic(
+    path.join(dir, 'preprocessing.json'),
+    JSON.stringify(
+      {
+        inputSize: fer.inputSize,
+        colorOrder: 'RGB',
+        resize: options.resizeFit,
+        mode: fer.backbone.preprocessing,
+        description: describePreprocessing(fer.backbone.preprocessing),
+        greyscale: 'replicated to three channels',
+        alpha: 'flattened onto black',
+      },
+      null,
+      1,
+    ),
+  );
+}
+
+async function writeHistory(dir: string, history: EpochRecord[]): Promise<void> {
+  await writeFileAtomic(path.join(dir, 'history.json'), JSON.stringify(history, null, 1));
+  const columns: Array<keyof EpochRecord> = [
+    'phase',
+    'epoch',
+    'globalEpoch',
+    'learningRate',
+    'trainLoss',
+    'trainAccuracy',
+    'valLoss',
+    'valAccuracy',
+    'valMacroF1',
+    'seconds',
+    'imagesPerSecond',
+  ];
+  const lines = [columns.join(','), ...history.map((r) => columns.map((c) => String(r[c])).join(','))];
+  await writeFileAtomic(path.join(dir, 'history.csv'), lines.join('\n') + '\n');
+}
+
+function validationMetrics(report: ClassificationReport): { loss: number; accuracy: number; macroF1: number } {
+  return { loss: report.logLoss, accuracy: report.accuracy, macroF1: report.macro.f1 };
+}
+
+/** Trains one phase from `state` until its epochs run out, early stopping, the time budget, or an interrupt. */
+async function runPhase(
+  ctx: RunContext,
+  state: TrainState,
+  phase: 1 | 2,
+  interrupted: () => boolean,
+  resuming: boolean,
+): Promise<void> {
+  const { options, fer, train, validation } = ctx;
+  const epochs = phase === 1 ? options.phase1Epochs : options.phase2Epochs;
+  const learningRate = phase === 1 ? options.phase1LearningRate : options.phase2LearningRate;
+  const blocks = phase === 1 ? 0 : options.unfreezeBlocks;
+  const trainableLayers = setTrainableBlocks(fer, blocks);
+  const variables = trainableVariables(fer);
+  const optimizer = tf.train.adam(learningRate);
+  if (resuming && (await loadOptimizerState(options.runDir, optimizer, variables))) {
+    log.info(`resume: optimizer state restored (${variables.length} variables).`);
+  }
+  log.info(
+    `phase ${phase}: ${phase === 1 ? 'head only, backbone frozen' : `fine-tuning ${blocks === 'all' ? 'all' : blocks} backbone blocks (${trainableLayers} layers)`}, ` +
+      `Adam ${learningRate}, up to ${epochs} epochs, batch ${options.batchSize}, ${variables.length} trainable tensors.`,
+  );
+  if (phase === 1 && isAugmentationOff(options.augmentation)) {
+    log.info('phase 1: augmentation is off, but backbone features are recomputed every epoch (no feature cache yet).');
+  }
+
+  const n = train.length;
+  const batchSize = options.batchSize;
+  const stepsPerEpoch = Math.ceil(n / batchSize);
+  const budgetSeconds = options.maxMinutes === null ? Infinity : options.maxMinutes * 60;
+  const classWeights = ctx.classWeights;
+  const weightTensor = classWeights === undefined ? undefined : tf.tensor1d(classWeights);
+  let lastCheckpoint = performance.now();
+
+  try {
+    while (state.epochInPhase <= epochs) {
+      const epoch = state.epochInPhase;
+      const lastSamePhase = [...state.history].reverse().find((r) => r.phase === phase);
+      if (state.step === 0 && lastSamePhase !== undefined && state.trainingSeconds + lastSamePhase.seconds > budgetSeconds) {
+        state.stopReasons.push(`phase ${phase}: time budget of ${options.maxMinutes} min would be exceeded by epoch ${epoch}`);
+        log.info(`phase ${phase}: stopping before epoch ${epoch}; another epoch (~${formatDuration(lastSamePhase.seconds)}) would exceed the time budget.`);
+        break;
+      }
+      const order = permutation(n, options.seed, phase, epoch);
+      const progress = new ProgressBar(`phase ${phase} epoch ${epoch}/${epochs}`, n, { unit: 'img', silent: options.silent });
+      if (state.step > 0) {
+        progress.tick(Math.min(n, state.step * batchSize));
+      }
+      const epochStart = performance.now() - state.partial.seconds * 1000;
+      let truncated = false;
+
+      const batchIndices = (step: number) => order.slice(step * batchSize, Math.min(n, (step + 1) * batchSize));
+      let nextBatch = state.step < stepsPerEpoch ? train.batch(batchIndices(state.step)) : undefined;
+      for (let step = state.step; step < stepsPerEpoch; step++) {
+        const batch = await (nextBatch as ReturnType<ImageStore['batch']>);
+        nextBatch = step + 1 < stepsPerEpoch ? train.batch(batchIndices(step + 1)) : undefined;
+        const rng = new Rng(options.seed, 0xa06, phase, epoch, step);
+        seedDropout(options.seed, phase, epoch, step);
+
+        let predicted: tf.Tensor | undefined;
+        const loss = tf.tidy(() => {
+          const raw = pixelsToTensor(batch.pixels, batch.count, batch.size);
+          const augmented = augmentBatch(raw, options.augmentation, rng);
+          const x = preprocess(augmented, fer.backbone.preprocessing);
+          const labels = tf.tensor1d(batch.labels, 'int32');
+          const oneHot = tf.oneHot(labels, fer.classNames.length).toFloat() as tf.Tensor2D;
+          const sampleWeights = weightTensor === undefined ? undefined : (tf.gather(weightTensor, labels) as tf.Tensor1D);
+          return optimizer.minimize(
+            () => {
+              const probabilities = fer.model.apply(x, { training: true }) as tf.Tensor2D;
+              predicted = tf.keep(tf.argMax(probabilities, 1));
+              return crossEntropy(oneHot, probabilities, sampleWeights);
+            },
+            true,
+            variables,
+          ) as tf.Scalar;
+        });
+        const lossValue = (await loss.data())[0] as number;
+        const predictedLabels = (await (predicted as tf.Tensor).data()) as Int32Array;
+        loss.dispose();
+        predicted?.dispose();
+        if (!Number.isFinite(lossValue)) {
+          throw new Error(
+            `Training loss became ${lossValue} at phase ${phase}, epoch ${epoch}, step ${step + 1}. ` +
+              `Lower the learning rate (now ${learningRate}) or check the input data.`,
+          );
+        }
+        state.partial.lossSum += lossValue * batch.count;
+        state.partial.seen += batch.count;
+        predictedLabels.forEach((p, i) => {
+          if (p === batch.labels[i]) {
+            state.partial.correct++;
+          }
+        });
+        state.step = step + 1;
+        state.partial.seconds = (performance.now() - epochStart) / 1000;
+        progress.tick(
+          batch.count,
+          `loss ${(state.partial.lossSum / state.partial.seen).toFixed(4)} acc ${(state.partial.correct / state.partial.seen).toFixed(4)}`,
+        );
+
+        const sessionSeconds = state.trainingSeconds + state.partial.seconds;
+        if (interrupted()) {
+          await saveCheckpoint(options.runDir, state, fer.model, optimizer);
+          throw new TrainingInterruptedError(options.runDir);
+        }
+        if (sessionSeconds > budgetSeconds && step + 1 < stepsPerEpoch) {
+          truncated = true;
+          state.stopReasons.push(`phase ${phase}: time budget of ${options.maxMinutes} min reached during epoch ${epoch} after ${step + 1}/${stepsPerEpoch} batches`);
+          log.info(`phase ${phase}: time budget reached; ending epoch ${epoch} after ${step + 1} of ${stepsPerEpoch} batches.`);
+          break;
+        }
+        if ((performance.now() - lastCheckpoint) / 60000 >= options.checkpointMinutes && step + 1 < stepsPerEpoch) {
+          await saveCheckpoint(options.runDir, state, fer.model, optimizer);
+          lastCheckpoint = performance.now();
+        }
+      }
+      progress.finish();
+
+      const trainSeconds = (performance.now() - epochStart) / 1000;
+      const predictions = await predictStore(fer.model, validation, {
+        batchSize: Math.max(batchSize, 64),
+        preprocessing: fer.backbone.preprocessing,
+        label: 'validation',
+        silent: options.silent,
+      });
+      const val = validationMetrics(classificationReport(predictions.labels, predictions.probabilities, fer.classNames));
+      const seconds = (performance.now() - epochStart) / 1000;
+      const record: EpochRecord = {
+        phase,
+        epoch,
+        globalEpoch: state.history.length + 1,
+        learningRate,
+        trainLoss: state.partial.lossSum / Math.max(1, state.partial.seen),
+        trainAccuracy: state.partial.correct / Math.max(1, state.partial.seen),
+        valLoss: val.loss,
+        valAccuracy: val.accuracy,
+        valMacroF1: val.macroF1,
+        seconds,
+        imagesPerSecond: state.partial.seen / Math.max(1e-9, trainSeconds),
+      };
+      state.history.push(record);
+      state.trainingSeconds += seconds;
+      state.partial = { lossSum: 0, correct: 0, seen: 0, seconds: 0 };
+      state.step = 0;
+      state.epochInPhase = epoch + 1;
+
+      const improved = state.best === null || record.valMacroF1 > state.best.valMacroF1;
+      if (improved) {
+        state.best = { valMacroF1: record.valMacroF1, globalEpoch: record.globalEpoch, phase };
+        state.epochsWithoutImprovement = 0;
+        await saveBestWeights(options.runDir, fer.model);
+      } else {
+        state.epochsWithoutImprovement++;
+      }
+      log.info(
+        `phase ${phase} epoch ${epoch}/${epochs}: train loss ${record.trainLoss.toFixed(4)} acc ${record.trainAccuracy.toFixed(4)} | ` +
+          `val loss ${record.valLoss.toFixed(4)} acc ${record.valAccuracy.toFixed(4)} macro-F1 ${record.valMacroF1.toFixed(4)} | ` +
+          `${formatDuration(seconds)}, ${record.imagesPerSecond.toFixed(1)} img/s${improved ? ' | best so far' : ''}`,
+      );
+      await writeHistory(options.runDir, state.history);
+      await saveCheckpoint(options.runDir, state, fer.model, optimizer);
+      lastCheckpoint = performance.now();
+
+      if (truncated) {
+        break;
+      }
+      if (state.epochsWithoutImprovement >= options.patience) {
+        state.stopReasons.push(`phase ${phase}: early stop after ${options.patience} epochs without a better validation macro-F1`);
+        log.info(`phase ${phase}: early stop; no better validation macro-F1 for ${options.patience} epochs.`);
+        break;
+      }
+      if (interrupted()) {
+        throw new TrainingInterruptedError(options.runDir);
+      }
+    }
+  } finally {
+    optimizer.dispose();
+    weightTensor?.dispose();
+  }
+}
+
+async function writeTrainingFigure(runDir: string, history: EpochRecord[], title: string): Promise<void> {
+  if (history.length === 0 || findChromium() === undefined) {
+    return;
+  }
+  await saveFiguresPng([
+    { figure: trainingCurvesFigure(history, { title: `${title}: training curves` }), path: path.join(runDir, 'figures', 'training_curves.png'), width: 1100, height: 500 },
+  ]);
+}
+
+/**
+ * Trains a configuration on a dataset folder and writes the run folder:
+ * config.json, classes.json, preprocessing.json, data-report.json, history
+ * (CSV and JSON), checkpoints, best weights, the final model in TensorFlow.js
+ * format, and the test evaluation with figures.
+ */
+export async function train(input: TrainOptions & { resume?: string }): Promise<TrainResult> {
+  let runDir: string;
+  let requested: TrainOptions = input;
+  let resuming = false;
+  if (input.resume !== undefined) {
+    runDir = path.resolve(input.resume);
+    const configFile = path.join(runDir, 'config.json');
+    if (!fs.existsSync(configFile)) {
+      throw new Error(`Cannot resume: ${configFile} not found. Pass the folder of an earlier run.`);
+    }
+    const saved = JSON.parse(fs.readFileSync(configFile, 'utf8')) as ResolvedTrainOptions;
+    requested = { ...saved, model: saved.model, silent: input.silent ?? saved.silent, maxMinutes: input.maxMinutes ?? saved.maxMinutes ?? undefined } as TrainOptions;
+    resuming = hasCheckpoint(runDir);
+  } else {
+    runDir = path.resolve(input.runDir ?? defaultRunDir(input));
+    if (hasCheckpoint(runDir)) {
+      throw new Error(`Run folder ${runDir} already holds a checkpoint. Resume it with --resume ${runDir}, or choose another folder.`);
+    }
+  }
+  const options = resolveTrainOptions(requested, resolveDataDir(requested.dataDir), runDir);
+  await fs.promises.mkdir(runDir, { recursive: true });
+  const logFile = fs.createWriteStream(path.join(runDir, 'train.log'), { flags: 'a' });
+  const removeListener = addLogListener((level, message) => logFile.write(`${new Date().toISOString()} ${level} ${message}\n`));
+
+  let interruptRequested = false;
+  const onSignal = () => {
+    if (interruptRequested) {
+      log.error('second interrupt: exiting without a checkpoint.');
+      process.exit(130);
+    }
+    interruptRequested = true;
+    log.warn('interrupt received: finishing the current batch and writing a checkpoint (press Ctrl-C again to exit at once).');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  try {
+    const backend = await initBackend(input.backend);
+    log.info(`run: ${runDir}${resuming ? ' (resuming)' : ''}`);
+    const prepared = await prepareSplits({
+      dataDir: options.dataDir,
+      seed: options.seed,
+      validationFraction: options.validationFraction,
+      limits: options.limits,
+      classAliases: options.classAliases,
+      checkDuplicates: options.checkDuplicates && !resuming,
+      silent: options.silent,
+    });
+    const storeOptions = {
+      size: options.inputSize,
+      fit: options.resizeFit,
+      silent: options.silent,
+      ...(options.cacheMemoryBytes !== null ? { memoryBudgetBytes: options.cacheMemoryBytes } : {}),
+    };
+    const trainStore = await ImageStore.load(prepared.train, { ...storeOptions, label: 'train' });
+    const validationStore = await ImageStore.load(prepared.validation, { ...storeOptions, label: 'validation' });
+    if (trainStore.length === 0 || validationStore.length === 0) {
+      throw new Error(`No decodable images left in the ${trainStore.length === 0 ? 'training' : 'validation'} split of ${options.dataDir}.`);
+    }
+    if (!resuming) {
+      await writeFileAtomic(
+        path.join(runDir, 'data-report.json'),
+        JSON.stringify(dataReport(prepared, { train: trainStore.skipped, validation: validationStore.skipped }), null, 1),
+      );
+    }
+
+    const fer = await createModel(options.configuration, {
+      inputSize: options.inputSize,
+      dense: options.dense,
+      dropout: options.dropout,
+      weights: options.weights,
+      ...(options.weightsDir !== null ? { weightsDir: options.weightsDir } : {}),
+      seed: options.seed,
+      classNames: CANONICAL_CLASSES,
+    });
+    log.info(
+      `model: ${options.configuration.name} (${fer.backbone.name} backbone, ${fer.model.countParams().toLocaleString('en-US')} parameters, ` +
+        `input ${fer.inputSize}x${fer.inputSize}, head dense [${options.dense.join(', ')}], dropout ${options.dropout})`,
+    );
+    if (!backend.supportsFineTuning && options.phase2Epochs > 0) {
+      throw new Error(
+        `The ${backend.name} backend cannot fine-tune backbones; run with --epochs2 0 (head only) or install @tensorflow/tfjs-node (npm run setup).`,
+      );
+    }
+    const classWeights = options.classWeight === 'balanced' ? balancedClassWeights(trainStore.labels()) : undefined;
+    if (classWeights !== undefined) {
+      log.info(`loss: class weights ${classWeights.map((w, i) => `${CANONICAL_CLASSES[i]} ${w.toFixed(3)}`).join(', ')}`);
+    }
+    const ctx: RunContext = { options, fer, train: trainStore, validation: validationStore, prepared, classWeights };
+
+    let state: TrainState;
+    if (resuming) {
+      state = await loadState(runDir);
+      await loadModelWeights(fer.model, path.join(runDir, 'checkpoint', 'model'));
+      log.info(
+        `resume: phase ${state.phase}, epoch ${state.epochInPhase}, batch ${state.step}; ` +
+          `${state.history.length} epochs done, ${formatDuration(state.trainingSeconds)} trained so far.`,
+      );
+    } else {
+      await writeRunFiles(ctx);
+      state = initialState(options.phase1Epochs > 0 ? 1 : 2);
+    }
+
+    let resumePhase = resuming;
+    while (!state.finished) {
+      const phase = state.phase;
+      const phaseStoppedEarly = state.stopReasons.some((r) => r.startsWith(`phase ${phase}:`));
+      if (!phaseStoppedEarly) {
+        await runPhase(ctx, state, phase, () => interruptRequested, resumePhase);
+      }
+      resumePhase = false;
+      if (phase === 1 && options.phase2Epochs > 0 && !state.stopReasons.some((r) => r.includes('time budget'))) {
+        if (state.best !== null) {
+          await loadModelWeights(fer.model, bestWeightsBase(runDir));
+          log.info(`phase 1 done; continuing from its best epoch (${state.best.globalEpoch}, validation macro-F1 ${state.best.valMacroF1.toFixed(4)}).`);
+        }
+        state.phase = 2;
+        state.epochInPhase = 1;
+        state.step = 0;
+        state.epochsWithoutImprovement = 0;
+      } else {
+        state.finished = true;
+      }
+      await saveCheckpoint(runDir, state, fer.model, undefined);
+    }
+
+    if (state.best !== null) {
+      await loadModelWeights(fer.model, bestWeightsBase(runDir));
+    }
+    await exportLayersModel(fer.model, path.join(runDir, 'model'), {
+      configuration: options.configuration.name,
+      backbone: fer.backbone.name,
+      classNames: fer.classNames,
+      inputSize: fer.inputSize,
+      preprocessing: fer.backbone.preprocessing,
+      bestEpoch: state.best,
+    });
+    log.info(
+      `training done in ${formatDuration(state.trainingSeconds)}; best epoch ${state.best?.globalEpoch ?? '-'} ` +
+        `(validation macro-F1 ${state.best?.valMacroF1.toFixed(4) ?? '-'}). Model: ${path.join(runDir, 'model')}`,
+    );
+    if (options.figures) {
+      await writeTrainingFigure(runDir, state.history, options.configuration.name);
+    }
+
+    const result: TrainResult = {
+      runDir,
+      history: state.history,
+      best: state.best,
+      trainingSeconds: state.trainingSeconds,
+      stopReasons: state.stopReasons,
+    };
+    if (options.evaluateTest && prepared.test !== undefined) {
+      const testStore = await ImageStore.load(prepared.test, { ...storeOptions, label: 'test' });
+      const predictions = await predictStore(fer.model, testStore, {
+        batchSize: Math.max(options.batchSize, 64),
+        preprocessing: fer.backbone.preprocessing,
+        label: 'test',
+        silent: options.silent,
+      });
+      result.testReport = await writeEvaluation(predictions, fer.classNames, {
+        dir: path.join(runDir, 'evaluation', 'test'),
+        title: `${options.configuration.name} on ${path.basename(options.dataDir)} test`,
+        figures: options.figures,
+        extra: { split: 'test', dataDir: options.dataDir, skipped: testStore.skipped, runDir, trainingSeconds: state.trainingSeconds },
+      });
+      log.info(
+        `test: accuracy ${result.testReport.accuracy.toFixed(4)}, macro-F1 ${result.testReport.macro.f1.toFixed(4)}, ` +
+          `macro AUC ${result.testReport.macroAuc.toFixed(4)}, log loss ${result.testReport.logLoss.toFixed(4)} ` +
+          `(${result.testReport.numSamples} images; report in ${path.join(runDir, 'evaluation', 'test')})`,
+      );
+    }
+    return result;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    removeListener();
+    logFile.end();
+  }
+}
