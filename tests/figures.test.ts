@@ -56,6 +56,7 @@ function epochRecord(phase: 1 | 2, epoch: number, globalEpoch: number): EpochRec
     valAccuracy: 0.3 + 0.45 * (1 - Math.exp(-2 * t)),
     valMacroF1: 0.2 + 0.45 * (1 - Math.exp(-2 * t)),
     seconds: 30,
+    trainImages: 6000,
     imagesPerSecond: 200,
   };
 }

@@ -84,6 +84,13 @@ export function applyTransforms(images: tf.Tensor4D, transforms: Float32Array): 
       const fillValue = tf.scalar(0, 'float32');
       return backend.executeSingleOutput('ImageProjectiveTransformV3', attrs, [images, matrix, outputShape, fillValue]) as tf.Tensor4D;
     }
+    if (tf.getBackend() === 'cpu') {
+      // tfjs-backend-cpu 4.22's Transform kernel returns after the first image, so go one image at a time.
+      const slices = tf.split(images, n, 0).map((image, i) =>
+        tf.image.transform(image as tf.Tensor4D, tf.slice(matrix, [i, 0], [1, 8]), 'bilinear', 'nearest', 0, [h, w]),
+      );
+      return tf.concat(slices, 0) as tf.Tensor4D;
+    }
     return tf.image.transform(images, matrix, 'bilinear', 'nearest', 0, [h, w]);
   });
 }

@@ -10,7 +10,7 @@ export interface HoldOut {
 
 /**
  * Holds out `fraction` of every class (rounded, at least one image of any
- * class with two or more), chosen by `seed`. The result depends only on the
+ * class with two or more, and never the last one), chosen by `seed`. The result depends only on the
  * records' order, the fraction and the seed.
  */
 export function stratifiedHoldOut(records: readonly ImageRecord[], fraction: number, seed: number): HoldOut {
@@ -25,9 +25,10 @@ export function stratifiedHoldOut(records: readonly ImageRecord[], fraction: num
   const held: ImageRecord[] = [];
   byClass.forEach((group, label) => {
     const shuffled = new Rng(seed, 0x5011, label).shuffle([...group]);
-    let count = Math.round(group.length * fraction);
-    if (count === 0 && group.length >= 2) {
-      count = 1;
+    // Training keeps at least one image of every class it has, validation gets at least one when there are two.
+    let count = Math.min(Math.round(group.length * fraction), group.length - 1);
+    if (count <= 0) {
+      count = group.length >= 2 ? 1 : 0;
     }
     held.push(...shuffled.slice(0, count));
     kept.push(...shuffled.slice(count));

@@ -126,13 +126,14 @@ export class ImageStore {
     const pixelsPerImage = side * side;
     const pixels = new Uint8Array(indices.length * pixelsPerImage * 3);
     const labels = new Int32Array(indices.length);
-    const images = this.images ?? (await this.decodeMany(indices));
-    indices.forEach((index, slot) => {
-      const record = this.records[index];
-      if (record === undefined) {
+    for (const index of indices) {
+      if (!Number.isInteger(index) || index < 0 || index >= this.records.length) {
         throw new RangeError(`Image index ${index} is outside the store of ${this.records.length} images.`);
       }
-      labels[slot] = record.label;
+    }
+    const images = this.images ?? (await this.decodeMany(indices));
+    indices.forEach((index, slot) => {
+      labels[slot] = (this.records[index] as ImageRecord).label;
       const image = (this.images !== undefined ? images[index] : images[slot]) as DecodedImage;
       writeRgb(image, pixels, slot * pixelsPerImage * 3);
     });

@@ -26,7 +26,8 @@ export interface PreparedSplits {
 
 /**
  * Keeps at most `limit` records, drawn per class in proportion to its share
- * (at least one image of every class present), chosen by `seed`.
+ * (largest remainders get the leftover places), chosen by `seed`. Every
+ * class present keeps at least one record when the limit allows it.
  */
 export function stratifiedSubset(records: readonly ImageRecord[], limit: number | undefined, seed: number, stream: number): ImageRecord[] {
   if (limit === undefined || limit >= records.length) {
@@ -34,13 +35,32 @@ export function stratifiedSubset(records: readonly ImageRecord[], limit: number 
   }
   const byClass: ImageRecord[][] = Array.from({ length: NUM_CLASSES }, () => []);
   records.forEach((r) => byClass[r.label]?.push(r));
-  const result: ImageRecord[] = [];
-  byClass.forEach((group, label) => {
-    if (group.length === 0) {
-      return;
+  const present = byClass.map((group, label) => ({ group, label })).filter(({ group }) => group.length > 0);
+  const quotas = present.map(({ group }) => (group.length / records.length) * limit);
+  const take = quotas.map((q) => Math.floor(q));
+  if (limit >= present.length) {
+    take.forEach((t, i) => (take[i] = Math.max(1, t)));
+  }
+  // Hand out what is left by largest remainder, then trim any excess from the largest classes.
+  let left = limit - take.reduce((a, b) => a + b, 0);
+  const byRemainder = quotas.map((q, i) => ({ i, r: q - (take[i] as number) })).sort((a, b) => b.r - a.r || a.i - b.i);
+  for (const { i } of byRemainder) {
+    if (left <= 0) {
+      break;
     }
-    const take = Math.max(1, Math.round((group.length / records.length) * limit));
-    result.push(...new Rng(seed, 0x5b5e7, stream, label).shuffle([...group]).slice(0, take));
+    if ((take[i] as number) < (present[i] as { group: ImageRecord[] }).group.length) {
+      take[i] = (take[i] as number) + 1;
+      left--;
+    }
+  }
+  while (left < 0) {
+    const largest = take.indexOf(Math.max(...take));
+    take[largest] = (take[largest] as number) - 1;
+    left++;
+  }
+  const result: ImageRecord[] = [];
+  present.forEach(({ group, label }, i) => {
+    result.push(...new Rng(seed, 0x5b5e7, stream, label).shuffle([...group]).slice(0, take[i]));
   });
   return result.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }

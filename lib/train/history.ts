@@ -14,6 +14,8 @@ export interface EpochRecord {
   valMacroF1: number;
   /** Wall time of the epoch including validation, in seconds. */
   seconds: number;
+  /** Training images seen in the epoch: the whole training split unless the time budget cut it short. */
+  trainImages: number;
   /** Training images per second over the epoch. */
   imagesPerSecond: number;
 }

@@ -58,6 +58,12 @@ export class TrainingInterruptedError extends Error {
   }
 }
 
+/** Stops training at the next batch boundary: on SIGINT/SIGTERM, or after a set number of batches. */
+interface InterruptControl {
+  requested(): boolean;
+  onStep(): void;
+}
+
 const EPSILON = 1e-7;
 
 /** Mean (optionally class-weighted) categorical cross-entropy of softmax outputs, clipped as Keras does. */
@@ -142,6 +148,7 @@ async function writeHistory(dir: string, history: EpochRecord[]): Promise<void> 
     'valAccuracy',
     'valMacroF1',
     'seconds',
+    'trainImages',
     'imagesPerSecond',
   ];
   const lines = [columns.join(','), ...history.map((r) => columns.map((c) => String(r[c])).join(','))];
@@ -157,7 +164,7 @@ async function runPhase(
   ctx: RunContext,
   state: TrainState,
   phase: 1 | 2,
-  interrupted: () => boolean,
+  interrupt: InterruptControl,
   resuming: boolean,
 ): Promise<void> {
   const { options, fer, train, validation } = ctx;
@@ -254,7 +261,8 @@ async function runPhase(
         );
 
         const sessionSeconds = state.trainingSeconds + state.partial.seconds;
-        if (interrupted()) {
+        interrupt.onStep();
+        if (interrupt.requested()) {
           await saveCheckpoint(options.runDir, state, fer.model, optimizer);
           throw new TrainingInterruptedError(options.runDir);
         }
@@ -291,6 +299,7 @@ async function runPhase(
         valAccuracy: val.accuracy,
         valMacroF1: val.macroF1,
         seconds,
+        trainImages: state.partial.seen,
         imagesPerSecond: state.partial.seen / Math.max(1e-9, trainSeconds),
       };
       state.history.push(record);
@@ -324,7 +333,7 @@ async function runPhase(
         log.info(`phase ${phase}: early stop; no better validation macro-F1 for ${options.patience} epochs.`);
         break;
       }
-      if (interrupted()) {
+      if (interrupt.requested()) {
         throw new TrainingInterruptedError(options.runDir);
       }
     }
@@ -374,6 +383,15 @@ export async function train(input: TrainOptions & { resume?: string }): Promise<
   const removeListener = addLogListener((level, message) => logFile.write(`${new Date().toISOString()} ${level} ${message}\n`));
 
   let interruptRequested = false;
+  // Test hook: simulates Ctrl-C after this many training batches of this process.
+  const stepLimit = process.env.FER_INTERRUPT_AFTER_STEPS === undefined ? undefined : Number(process.env.FER_INTERRUPT_AFTER_STEPS);
+  let stepsThisSession = 0;
+  const interrupt: InterruptControl = {
+    requested: () => interruptRequested || (stepLimit !== undefined && stepsThisSession >= stepLimit),
+    onStep: () => {
+      stepsThisSession++;
+    },
+  };
   const onSignal = () => {
     if (interruptRequested) {
       log.error('second interrupt: exiting without a checkpoint.');
@@ -457,7 +475,7 @@ export async function train(input: TrainOptions & { resume?: string }): Promise<
       const phase = state.phase;
       const phaseStoppedEarly = state.stopReasons.some((r) => r.startsWith(`phase ${phase}:`));
       if (!phaseStoppedEarly) {
-        await runPhase(ctx, state, phase, () => interruptRequested, resumePhase);
+        await runPhase(ctx, state, phase, interrupt, resumePhase);
       }
       resumePhase = false;
       if (phase === 1 && options.phase2Epochs > 0 && !state.stopReasons.some((r) => r.includes('time budget'))) {
