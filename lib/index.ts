@@ -35,3 +35,52 @@ export { FigureExporter, saveFiguresPng, figureHtml, findChromium } from './figu
 
 export { Rng } from './util/rng';
 export { log, setLogLevel } from './util/log';
+
+export {
+  ClassActivationMap,
+  GradCam,
+  GradCamPlusPlus,
+  EigenCam,
+  ScoreCam,
+  createCam,
+  CAM_METHODS,
+  type CamMethod,
+  type CamOptions,
+  type ScoreCamOptions,
+  type ExplainOptions,
+  type Explanation,
+  type CamContext,
+} from './explain/cam';
+export { splitModel, featureMapLayers, type SplitModel, type ScoreKind } from './explain/graph';
+export {
+  attentionShare,
+  categorise,
+  CentralFaceRegion,
+  DEFAULT_FOCUS_THRESHOLD,
+  type FaceRegion,
+  type RegionImage,
+  type RegionMask,
+  type AttentionCategory,
+} from './explain/attention';
+export { renderOverlay, writeRgbPng, applyColormap, resizeBilinear, COLORMAPS, type ColormapName, type OverlayOptions, type RgbImage } from './explain/overlay';
+export { writeGallery, type GalleryTile } from './explain/gallery';
+export {
+  explainStore,
+  selectTiles,
+  writeGalleries,
+  writeOverlays,
+  writeExplanationRecords,
+  type ExplainedImage,
+  type ExplainContext,
+} from './explain/run';
+
+export { Predictor, FALLBACK_MODES, type FallbackMode, type PredictorOptions, type Prediction, type ImageResult, type FaceResult } from './predict/predictor';
+export { predictFiles, type PredictFilesOptions, type PredictSummary } from './predict/batch';
+export { FaceDetector, DETECTORS, DETECTOR_INPUT_SIZE, type DetectorName, type FaceDetectorOptions } from './predict/detect';
+export { FaceClassifier, ClassListMismatchError, canonicalOrder, checkRunClasses, COLOUR_MODES, type ColourMode } from './predict/classify';
+export { walkInputs, countInputs, type InputEntry } from './predict/inputs';
+export { writeAnnotatedImage, annotationSvg, type Annotation } from './predict/annotate';
+export { CsvWriter, OutputPlanner, csvRows, CSV_COLUMNS, RECORD_SCHEMA_VERSION, type PredictionRecord } from './predict/output';
+export { faceApi, loadFaceApiNet, defaultFaceApiModelDir, FACEAPI_EXPRESSION_LABELS, type Box } from './predict/faceapi';
+export { predictStoreFaceApi, comparisonTable, FACEAPI_TO_CANONICAL, FACEAPI_EXPRESSION_MODEL } from './predict/faceapi_expressions';
+export { mergeDetections, tileGrid, cropRegion, iou, type Detection, type Region } from './predict/geometry';

@@ -4,13 +4,20 @@ import * as path from 'node:path';
 import { Command, Option } from 'commander';
 
 import { initBackend, type BackendPreference } from '../backend';
-import { ClassAliases } from '../classes';
+import { CANONICAL_CLASSES, ClassAliases } from '../classes';
 import { discoverDataset, type SplitName } from '../data/dataset';
 import { ImageStore } from '../data/store';
 import { predictStore, writeEvaluation } from '../eval/evaluate';
 import { resolveDataDir } from '../paths';
+import {
+  comparisonTable,
+  FACEAPI_EXPRESSION_INPUT_SIZE,
+  FACEAPI_EXPRESSION_MODEL,
+  predictStoreFaceApi,
+  type ComparisonRow,
+} from '../predict/faceapi_expressions';
 import { stratifiedSubset } from '../train/data';
-import { loadRun } from '../train/load_run';
+import { loadRun, type LoadedRun } from '../train/load_run';
 import { log } from '../util/log';
 import { collect, parseAliases, parseInteger } from './parse';
 
@@ -25,7 +32,9 @@ interface EvaluateCliOptions {
   classAlias?: string[];
   backend?: BackendPreference;
   quiet?: boolean;
+  faceapi?: boolean;
 }
+
 
 export function registerEvaluateCommand(program: Command): void {
   program
@@ -34,10 +43,10 @@ export function registerEvaluateCommand(program: Command): void {
       'Evaluate a trained run on a dataset split without augmentation: accuracy, per-class precision/recall/F1, ' +
         'macro and weighted averages, log loss, confusion matrix and one-vs-rest ROC/AUC, written as JSON, CSV, text and PNG.',
     )
-    .argument('<run-dir>', 'run folder written by "fer train"')
-    .option('-d, --data <dir>', "dataset folder (default: the run's dataset)")
+    .argument('[run-dir]', 'run folder written by "fer train" (optional with --faceapi)')
+    .option('-d, --data <dir>', "dataset folder (default: the run's dataset, or FER_DATA / data/fer2013 without a run)")
     .addOption(new Option('--split <name>', 'split to evaluate').choices(['train', 'validation', 'test']).default('test'))
-    .option('-o, --out <dir>', 'output folder (default: <run-dir>/evaluation/<split>)')
+    .option('-o, --out <dir>', 'output folder (default: <run-dir>/evaluation/<split>, or evaluation/faceapi/<split> with --faceapi and no run)')
     .option('--figures-dir <dir>', 'folder for the PNG figures, e.g. images/<model> (default: the output folder)')
     .option('--no-figures', 'skip PNG figures (they need Chromium)')
     .option('--limit <n>', 'evaluate at most n images, drawn per class in proportion (seeded)', parseInteger)
@@ -45,21 +54,39 @@ export function registerEvaluateCommand(program: Command): void {
     .option('--class-alias <folder=class>', 'map a folder name to a class, e.g. contempt=disgust (repeatable)', collect)
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (default: auto)').choices(['auto', 'node-gpu', 'node', 'wasm', 'cpu']))
     .option('-q, --quiet', 'no progress bars')
-    .action(async (runDir: string, opts: EvaluateCliOptions) => {
+    .option(
+      '--faceapi',
+      "also score face-api's expression model (FaceExpressionNet, shipped in @vladmandic/face-api) on the same images, each image taken " +
+        'as a face crop resized to 112x112; its files go to <output folder>/faceapi, or to the output folder without a run. ' +
+        'With a run, prints both models in one table',
+    )
+    .action(async (runDir: string | undefined, opts: EvaluateCliOptions) => {
+      if (runDir === undefined && opts.faceapi !== true) {
+        throw Object.assign(new Error('missing run folder: pass <run-dir>, or --faceapi to score only face-api\'s expression model.'), { exitCode: 2 });
+      }
       await initBackend(opts.backend);
-      const run = await loadRun(runDir);
-      const dataDir = opts.data !== undefined ? resolveDataDir(opts.data) : run.options.dataDir;
-      const aliases = { ...run.options.classAliases, ...parseAliases(opts.classAlias) };
+      const run: LoadedRun | undefined = runDir !== undefined ? await loadRun(runDir) : undefined;
+      const dataDir = opts.data !== undefined || run === undefined ? resolveDataDir(opts.data) : run.options.dataDir;
+      const aliases = { ...run?.options.classAliases, ...parseAliases(opts.classAlias) };
       const dataset = discoverDataset(dataDir, { aliases: new ClassAliases(aliases) });
       const records = dataset.splits[opts.split];
       if (records === undefined) {
         const available = Object.keys(dataset.splits).join(', ');
         throw new Error(`Dataset ${dataDir} has no ${opts.split} split (found: ${available}). Choose one with --split.`);
       }
-      if (opts.split !== 'test' && run.options.dataDir === dataDir) {
+      if (opts.split !== 'test' && run !== undefined && run.options.dataDir === dataDir) {
         log.warn(`evaluating on the ${opts.split} split, which this run used during training; these are not test scores.`);
       }
-      const selected = stratifiedSubset(records, opts.limit, run.options.seed, 3);
+      // Without a run, seed 0 draws the --limit subset; with one, the run's seed does, as before.
+      const selected = stratifiedSubset(records, opts.limit, run?.options.seed ?? 0, 3);
+      const rows: ComparisonRow[] = [];
+      const out = path.resolve(
+        opts.out ?? (run !== undefined ? path.join(run.runDir, 'evaluation', opts.split) : path.join('evaluation', 'faceapi', opts.split)),
+      );
+      if (run === undefined) {
+        await evaluateFaceApi(selected, opts, dataDir, out, rows);
+        return;
+      }
       const store = await ImageStore.load(selected, {
         size: run.fer.inputSize,
         fit: run.options.resizeFit,
@@ -72,7 +99,6 @@ export function registerEvaluateCommand(program: Command): void {
         label: opts.split,
         silent: opts.quiet ?? false,
       });
-      const out = path.resolve(opts.out ?? path.join(run.runDir, 'evaluation', opts.split));
       const report = await writeEvaluation(predictions, run.fer.classNames, {
         dir: out,
         ...(opts.figuresDir !== undefined ? { figuresDir: path.resolve(opts.figuresDir) } : {}),
@@ -100,5 +126,58 @@ export function registerEvaluateCommand(program: Command): void {
           out,
         }) + '\n',
       );
+      rows.push({ model: run.options.configuration.name, images: report.numSamples, accuracy: report.accuracy, macroF1: report.macro.f1 });
+      if (opts.faceapi === true) {
+        await evaluateFaceApi(selected, opts, dataDir, path.join(out, 'faceapi'), rows);
+        log.info(`comparison on ${path.basename(dataDir)} ${opts.split}:\n${comparisonTable(rows)}`);
+      }
     });
+}
+
+/** Scores face-api's FaceExpressionNet on the selected images and writes the same evaluation files as for a run. */
+async function evaluateFaceApi(
+  selected: Parameters<typeof ImageStore.load>[0],
+  opts: EvaluateCliOptions,
+  dataDir: string,
+  out: string,
+  rows: ComparisonRow[],
+): Promise<void> {
+  const store = await ImageStore.load(selected, {
+    size: FACEAPI_EXPRESSION_INPUT_SIZE,
+    fit: 'fill',
+    label: `${opts.split} (face-api)`,
+    silent: opts.quiet ?? false,
+  });
+  const start = performance.now();
+  const predictions = await predictStoreFaceApi(store, { batchSize: opts.batchSize, label: opts.split, silent: opts.quiet ?? false });
+  const seconds = (performance.now() - start) / 1000;
+  const report = await writeEvaluation(predictions, CANONICAL_CLASSES, {
+    dir: out,
+    ...(opts.figuresDir !== undefined ? { figuresDir: path.join(path.resolve(opts.figuresDir), 'faceapi') } : {}),
+    title: `${FACEAPI_EXPRESSION_MODEL} on ${path.basename(dataDir)} ${opts.split}`,
+    figures: opts.figures,
+    extra: { model: FACEAPI_EXPRESSION_MODEL, split: opts.split, dataDir, skipped: store.skipped, inferenceSeconds: seconds },
+  });
+  log.info(
+    `face-api ${opts.split}: accuracy ${report.accuracy.toFixed(4)}, macro-F1 ${report.macro.f1.toFixed(4)}, ` +
+      `macro AUC ${report.macroAuc.toFixed(4)} on ${report.numSamples} images (inference ${seconds.toFixed(1)} s). Files: ${out}`,
+  );
+  process.stdout.write(
+    JSON.stringify({
+      model: 'faceapi-expression',
+      split: opts.split,
+      images: report.numSamples,
+      skipped: store.skipped.length,
+      accuracy: report.accuracy,
+      macroPrecision: report.macro.precision,
+      macroRecall: report.macro.recall,
+      macroF1: report.macro.f1,
+      macroAuc: report.macroAuc,
+      logLoss: report.logLoss,
+      absentClasses: report.absentClasses,
+      inferenceSeconds: seconds,
+      out,
+    }) + '\n',
+  );
+  rows.push({ model: FACEAPI_EXPRESSION_MODEL, images: report.numSamples, accuracy: report.accuracy, macroF1: report.macro.f1 });
 }

@@ -5,7 +5,9 @@ import { Command, Option } from 'commander';
 import { setLogLevel } from '../util/log';
 import { registerDataCommand } from './data_command';
 import { registerEvaluateCommand } from './evaluate_command';
+import { registerExplainCommand } from './explain_command';
 import { registerModelsCommand } from './models_command';
+import { registerPredictCommand } from './predict_command';
 import { registerTrainCommand } from './train_command';
 
 export function buildProgram(): Command {
@@ -20,6 +22,8 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)');
   registerTrainCommand(program);
   registerEvaluateCommand(program);
+  registerExplainCommand(program);
+  registerPredictCommand(program);
   registerModelsCommand(program);
   registerDataCommand(program);
   return program;

@@ -65,6 +65,9 @@ function parseWeights(value: string): BackboneWeights {
   if (value === 'imagenet' || value === 'random') {
     return value;
   }
+  if (/\.(h5|hdf5|keras)$/i.test(value)) {
+    return { file: value };
+  }
   return { folder: value };
 }
 
@@ -99,7 +102,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--limit-train <n>', 'use at most n training images, drawn per class in proportion (seeded)', parseInteger)
     .option('--limit-val <n>', 'use at most n validation images (seeded, stratified)', parseInteger)
     .option('--limit-test <n>', 'use at most n test images (seeded, stratified)', parseInteger)
-    .option('--weights <source>', '"imagenet" (registered pretrained weights), "random", or a TensorFlow.js layers-model folder', 'imagenet')
+    .option('--weights <source>', '"imagenet" (registered pretrained weights), "random", a Keras weight file (.h5, .weights.h5, .keras) or a TensorFlow.js layers-model folder', 'imagenet')
     .option('--weights-dir <dir>', 'folder holding the registered weight folders (default: $FER_WEIGHTS_DIR or data/weights)')
     .option('--class-alias <folder=class>', 'map a folder name to a class, e.g. contempt=disgust (repeatable)', collect)
     .option('--checkpoint-minutes <min>', 'minutes between checkpoints inside an epoch (default 10)', parseNumber)

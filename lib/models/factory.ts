@@ -13,9 +13,10 @@ import { resolveWeightsDir } from '../paths';
 import { log } from '../util/log';
 import { mixSeed } from '../util/rng';
 import { apply } from './backbones/common';
-import { registerBuiltins } from './catalog';
+import { registerBuiltins, studyConfiguration } from './catalog';
 import { SeededDropout } from './layers';
-import { getBackbone, getConfiguration } from './registry';
+import { fetchImagenetWeights, loadKerasWeightsFile } from './keras_weights';
+import { getBackbone, getConfiguration, hasBackbone, hasConfiguration } from './registry';
 import type { BackboneSpec, ModelConfiguration } from './types';
 import { assignWeights, disposeWeights, readTfjsWeights, type AssignReport } from './weights';
 
@@ -23,8 +24,12 @@ export const INPUT_LAYER_NAME = 'input_image';
 export const HEAD_LAYER_PREFIX = 'head_';
 export const OUTPUT_LAYER_NAME = 'emotion_probabilities';
 
-/** What to initialise the backbone with. */
-export type BackboneWeights = 'imagenet' | 'random' | { folder: string };
+/**
+ * Source of the backbone's initial weights: ImageNet weights (the registered
+ * tfjs folder, or else Keras's published file), random weights, a tfjs
+ * layers-model folder, or a Keras weight file (.h5, .weights.h5 or .keras).
+ */
+export type BackboneWeights = 'imagenet' | 'random' | { folder: string } | { file: string };
 
 export interface CreateModelOptions {
   /** Overrides the configuration's input size (square, pixels). */
@@ -36,6 +41,8 @@ export interface CreateModelOptions {
   weights?: BackboneWeights;
   /** Folder that holds the registered weight folders (see resolveWeightsDir). */
   weightsDir?: string;
+  /** Cache folder of downloaded Keras weight files (see resolveKerasCacheDir). */
+  kerasCacheDir?: string;
   /** Seed of the head's initial weights. */
   seed?: number;
   classNames?: readonly string[];
@@ -61,7 +68,11 @@ export function resolveConfiguration(nameOrConfig: string | ModelConfiguration):
     getBackbone(nameOrConfig.backbone);
     return nameOrConfig;
   }
-  return getConfiguration(nameOrConfig);
+  if (hasConfiguration(nameOrConfig) || !hasBackbone(nameOrConfig)) {
+    return getConfiguration(nameOrConfig);
+  }
+  const backbone = getBackbone(nameOrConfig);
+  return studyConfiguration(backbone.name, backbone.name);
 }
 
 function buildHead(features: tf.SymbolicTensor, dense: number[], dropout: number, numClasses: number, seed: number): tf.SymbolicTensor {
@@ -130,6 +141,18 @@ export async function loadBackboneWeights(fer: FerModel, folder: string): Promis
   }
 }
 
+/** Loads backbone weights from a Keras weight file; head weights are left as initialised. */
+export async function loadBackboneKerasWeights(fer: FerModel, file: string): Promise<AssignReport> {
+  const backboneLayers = new Set(fer.backboneLayers);
+  const report = await loadKerasWeightsFile(fer.model, file, {
+    layerFilter: (name) => backboneLayers.has(name),
+    requireAll: true,
+    sourceLabel: file,
+  });
+  log.info(`weights: ${fer.backbone.name} backbone loaded from ${file} (${report.assigned.length} tensors).`);
+  return report;
+}
+
 /**
  * Creates a FER model by configuration or backbone name. The model maps a
  * preprocessed image batch [n, size, size, 3] to class probabilities in
@@ -167,8 +190,19 @@ export async function createModel(nameOrConfig: string | ModelConfiguration, opt
 
   const weights = options.weights ?? 'imagenet';
   if (weights === 'imagenet') {
-    fer.weightsReport = await loadBackboneWeights(fer, findTfjsWeights(backbone, options.weightsDir));
-  } else if (weights !== 'random') {
+    // A registered tfjs folder is the only source for its backbone, so a
+    // missing folder is reported rather than replaced by a download.
+    if (backbone.weights.tfjsFolder === undefined && backbone.weights.kerasNoTop !== undefined) {
+      const file = await fetchImagenetWeights(backbone, { cacheDir: options.kerasCacheDir });
+      fer.weightsReport = await loadBackboneKerasWeights(fer, file);
+    } else {
+      fer.weightsReport = await loadBackboneWeights(fer, findTfjsWeights(backbone, options.weightsDir));
+    }
+  } else if (weights === 'random') {
+    return fer;
+  } else if ('file' in weights) {
+    fer.weightsReport = await loadBackboneKerasWeights(fer, weights.file);
+  } else {
     fer.weightsReport = await loadBackboneWeights(fer, weights.folder);
   }
   return fer;

@@ -61,6 +61,10 @@ export function getConfiguration(name: string): ModelConfiguration {
   return config;
 }
 
+export function hasBackbone(name: string): boolean {
+  return backbones.has(key(name));
+}
+
 export function hasConfiguration(name: string): boolean {
   return configurations.has(key(name));
 }

@@ -11,7 +11,11 @@ import type * as tf from '@tensorflow/tfjs';
 export type PreprocessingMode = 'tf' | 'caffe' | 'torch' | 'none';
 
 export interface BuiltBackbone {
-  /** The last convolutional feature map (before pooling), the Grad-CAM default. */
+  /**
+   * The feature map that Keras's include_top=False model outputs, where the
+   * head's global pooling attaches. It need not be the output of the spec's
+   * lastConvLayer: VGG's is block5_pool, after its last convolution.
+   */
   features: tf.SymbolicTensor;
   /** ImageNet class probabilities, only when built with includeTop. */
   top?: tf.SymbolicTensor;
@@ -22,6 +26,17 @@ export interface BackboneBuildOptions {
   includeTop?: boolean;
 }
 
+/**
+ * A weight file that Keras Applications publishes, with the checksum that
+ * Keras's get_file verifies: SHA-256 for some families (ConvNeXt), MD5 for
+ * older ones (VGG, ResNet, EfficientNet). Neither is set where Keras checks none.
+ */
+export interface KerasWeightFile {
+  url: string;
+  sha256?: string;
+  md5?: string;
+}
+
 /** Where ImageNet weights for a backbone come from. */
 export interface WeightSources {
   /**
@@ -29,10 +44,10 @@ export interface WeightSources {
    * looked up in the weights directory (--weights-dir, FER_WEIGHTS_DIR, or data/weights).
    */
   tfjsFolder?: string;
-  /** Keras's published HDF5 file without the top, and its SHA-256 where Keras publishes one. */
-  kerasNoTop?: { url: string; sha256?: string };
-  /** Keras's published HDF5 file with the ImageNet top, and its SHA-256. */
-  kerasWithTop?: { url: string; sha256?: string };
+  /** Keras's published HDF5 file without the top. */
+  kerasNoTop?: KerasWeightFile;
+  /** Keras's published HDF5 file with the ImageNet top. */
+  kerasWithTop?: KerasWeightFile;
 }
 
 export interface BackboneSpec {
