@@ -84,3 +84,4 @@ export { CsvWriter, OutputPlanner, csvRows, CSV_COLUMNS, RECORD_SCHEMA_VERSION, 
 export { faceApi, loadFaceApiNet, defaultFaceApiModelDir, FACEAPI_EXPRESSION_LABELS, type Box } from './predict/faceapi';
 export { predictStoreFaceApi, comparisonTable, FACEAPI_TO_CANONICAL, FACEAPI_EXPRESSION_MODEL } from './predict/faceapi_expressions';
 export { mergeDetections, tileGrid, cropRegion, iou, type Detection, type Region } from './predict/geometry';
+export { applyScale, parseScale, SCALE_PRESETS, TRAINING_SCALES, type TrainingScale } from './train/scale';

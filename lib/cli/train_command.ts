@@ -5,7 +5,9 @@ import type { BackendPreference } from '../backend';
 import { STUDY_AUGMENTATION } from '../data/augment';
 import type { ResizeFit } from '../data/decode';
 import type { BackboneWeights } from '../models/factory';
+import type { TrainOptions } from '../train/options';
 import { DEFAULT_MODEL } from '../models/catalog';
+import { applyScale, parseScale, TRAINING_SCALES, type TrainingScale } from '../train/scale';
 import { TrainingInterruptedError, train } from '../train/trainer';
 import { log } from '../util/log';
 import { collect, parseAliases, parseInteger, parseIntegerList, parseNumber } from './parse';
@@ -48,6 +50,7 @@ interface TrainCliOptions {
   backend?: BackendPreference;
   duplicates: boolean;
   quiet?: boolean;
+  scale?: TrainingScale;
 }
 
 function parseUnfreeze(value: string): number | 'all' {
@@ -80,6 +83,11 @@ export function registerTrainCommand(program: Command): void {
     )
     .option('-m, --model <name>', 'configuration or backbone name (see "fer models")', DEFAULT_MODEL)
     .option('-d, --data <dir>', 'dataset folder (default: $FER_DATA or data/fer2013)')
+    .addOption(
+      new Option('--scale <scale>', 'preset for input size, subsets and epochs: smoke (seconds), reduced (minutes on a CPU), full (the configuration itself)')
+        .choices([...TRAINING_SCALES])
+        .argParser(parseScale),
+    )
     .option('--run-dir <dir>', 'run folder to create (default: <runs-dir>/<model>-<time>)')
     .option('--runs-dir <dir>', 'parent folder of run folders (default: $FER_RUNS_DIR or runs)')
     .option('--resume <run-dir>', 'continue an interrupted run from its last checkpoint, with its saved settings')
@@ -125,9 +133,8 @@ export function registerTrainCommand(program: Command): void {
         ...(opts.limitTest !== undefined ? { test: opts.limitTest } : {}),
       };
       try {
-        await train({
+        const requested: TrainOptions = {
           model: opts.model,
-          ...(opts.resume !== undefined ? { resume: opts.resume } : {}),
           ...(opts.data !== undefined ? { dataDir: opts.data } : {}),
           ...(opts.runDir !== undefined ? { runDir: opts.runDir } : {}),
           ...(opts.runsDir !== undefined ? { runsDir: opts.runsDir } : {}),
@@ -158,7 +165,9 @@ export function registerTrainCommand(program: Command): void {
           ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
           checkDuplicates: opts.duplicates,
           silent: opts.quiet ?? false,
-        });
+        };
+        const scaled = opts.scale === undefined ? requested : applyScale(requested, opts.scale);
+        await train({ ...scaled, ...(opts.resume !== undefined ? { resume: opts.resume } : {}) });
       } catch (error) {
         if (error instanceof TrainingInterruptedError) {
           log.warn(error.message);
