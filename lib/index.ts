@@ -85,3 +85,6 @@ export { faceApi, loadFaceApiNet, defaultFaceApiModelDir, FACEAPI_EXPRESSION_LAB
 export { predictStoreFaceApi, comparisonTable, FACEAPI_TO_CANONICAL, FACEAPI_EXPRESSION_MODEL } from './predict/faceapi_expressions';
 export { mergeDetections, tileGrid, cropRegion, iou, type Detection, type Region } from './predict/geometry';
 export { applyScale, parseScale, SCALE_PRESETS, TRAINING_SCALES, type TrainingScale } from './train/scale';
+
+// Notebook helpers (display in the tslab kernel, run folders, comparison figures).
+export * from './notebook';

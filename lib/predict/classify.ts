@@ -13,7 +13,11 @@ import sharp from 'sharp';
 import { CANONICAL_CLASSES, toCanonicalClass } from '../classes';
 import type { ResizeFit } from '../data/decode';
 import { pixelsToTensor, preprocess } from '../data/preprocess';
+import type { PreprocessingMode } from '../models/types';
+import { UnsupportedLayerError, exportOnnx } from '../onnx/export';
+import { ensureOnnxFile, OnnxModel, onnxRuntime, onnxRuntimeError, onnxRuntimeVersion } from '../onnx/runtime';
 import type { LoadedRun } from '../train/load_run';
+import { log } from '../util/log';
 import type { RgbImage } from './detect';
 import type { Region } from './geometry';
 
@@ -88,9 +92,57 @@ export async function checkRunClasses(runDir: string): Promise<void> {
   canonicalOrder(path.resolve(runDir), classNames as string[]);
 }
 
+export const CLASSIFIER_ENGINES = ['auto', 'onnx', 'tfjs'] as const;
+/**
+ * Runtime of the emotion model. 'auto' uses ONNX Runtime when
+ * onnxruntime-node loads and the model exports to ONNX, else TensorFlow.js;
+ * 'onnx' requires ONNX Runtime; 'tfjs' always uses TensorFlow.js.
+ */
+export type ClassifierEngine = (typeof CLASSIFIER_ENGINES)[number];
+
 export interface FaceClassifierOptions {
   /** Default 'grey'. */
   colour?: ColourMode;
+}
+
+/** Name of the ONNX copy of a run's model, written next to model.json on first use. */
+export const RUN_ONNX_FILE = 'model.onnx';
+
+/**
+ * Keras Applications' preprocessing of uint8 RGB pixels into float32, the
+ * same arithmetic as lib/data/preprocess.ts without TensorFlow.js, for the
+ * ONNX Runtime path.
+ */
+export function preprocessPixels(pixels: Uint8Array, mode: PreprocessingMode): Float32Array {
+  const out = new Float32Array(pixels.length);
+  switch (mode) {
+    case 'tf':
+      for (let i = 0; i < pixels.length; i++) {
+        out[i] = (pixels[i] as number) / 127.5 - 1;
+      }
+      return out;
+    case 'caffe': {
+      const bgrMean = [103.939, 116.779, 123.68];
+      for (let i = 0; i < pixels.length; i += 3) {
+        for (let c = 0; c < 3; c++) {
+          out[i + c] = (pixels[i + 2 - c] as number) - (bgrMean[c] as number);
+        }
+      }
+      return out;
+    }
+    case 'torch': {
+      const mean = [0.485, 0.456, 0.406];
+      const std = [0.229, 0.224, 0.225];
+      for (let i = 0; i < pixels.length; i++) {
+        const c = i % 3;
+        out[i] = ((pixels[i] as number) / 255 - (mean[c] as number)) / (std[c] as number);
+      }
+      return out;
+    }
+    case 'none':
+      out.set(pixels);
+      return out;
+  }
 }
 
 export class FaceClassifier {
@@ -98,6 +150,7 @@ export class FaceClassifier {
   readonly fit: ResizeFit;
   readonly colour: ColourMode;
   private readonly order: number[];
+  private onnx: OnnxModel | undefined;
 
   constructor(
     readonly run: LoadedRun,
@@ -109,6 +162,68 @@ export class FaceClassifier {
     this.colour = options.colour ?? 'grey';
     if (!COLOUR_MODES.includes(this.colour)) {
       throw new RangeError(`Invalid colour mode "${String(this.colour)}": expected one of ${COLOUR_MODES.join(', ')}.`);
+    }
+  }
+
+  /** The runtime that classify() and predictPixels() use. */
+  get engine(): 'onnx' | 'tfjs' {
+    return this.onnx !== undefined ? 'onnx' : 'tfjs';
+  }
+
+  /**
+   * Switches classification to ONNX Runtime when `engine` allows it: the
+   * run's model is exported to <run>/model/model.onnx on first use (again
+   * when weights.bin is newer), or kept in memory when the folder is not
+   * writable. Logs which runtime classifies and why. Returns the engine in use.
+   */
+  async selectEngine(engine: ClassifierEngine): Promise<'onnx' | 'tfjs'> {
+    if (!CLASSIFIER_ENGINES.includes(engine)) {
+      throw new RangeError(`Invalid classifier engine "${String(engine)}": expected one of ${CLASSIFIER_ENGINES.join(', ')}.`);
+    }
+    if (engine === 'tfjs') {
+      log.info('classification: TensorFlow.js (engine tfjs requested).');
+      return 'tfjs';
+    }
+    if (onnxRuntime() === undefined) {
+      const reason = `onnxruntime-node is not available: ${onnxRuntimeError() ?? 'unknown reason'}`;
+      if (engine === 'onnx') {
+        throw new Error(`Cannot classify with ONNX Runtime: ${reason}. Install it with "npm install --ignore-scripts onnxruntime-node".`);
+      }
+      log.info(`classification: TensorFlow.js (${reason}).`);
+      return 'tfjs';
+    }
+    try {
+      this.onnx = await OnnxModel.create(await this.onnxSource());
+    } catch (error) {
+      if (engine === 'onnx' || !(error instanceof UnsupportedLayerError)) {
+        throw error;
+      }
+      log.info(`classification: TensorFlow.js (${error.message})`);
+      return 'tfjs';
+    }
+    log.info(`classification: ONNX Runtime ${onnxRuntimeVersion() ?? ''} (${path.join(this.run.runDir, 'model', RUN_ONNX_FILE)}).`);
+    return 'onnx';
+  }
+
+  /** The run's ONNX file, exported when missing or stale; the serialized model when the folder is read-only. */
+  private async onnxSource(): Promise<string | Uint8Array> {
+    const modelDir = path.join(this.run.runDir, 'model');
+    try {
+      return await ensureOnnxFile(this.run.fer.model, path.join(modelDir, RUN_ONNX_FILE), path.join(modelDir, 'weights.bin'), {
+        metadata: {
+          classNames: JSON.stringify(this.run.fer.classNames),
+          inputSize: String(this.inputSize),
+          preprocessing: this.run.fer.backbone.preprocessing,
+          inputLayout: 'NHWC float32, preprocessed',
+        },
+      });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'EACCES' && code !== 'EROFS' && code !== 'EPERM') {
+        throw error;
+      }
+      log.warn(`onnx: cannot write ${path.join(modelDir, RUN_ONNX_FILE)} (${code}); the export is kept in memory for this process only.`);
+      return exportOnnx(this.run.fer.model);
     }
   }
 
@@ -172,16 +287,34 @@ export class FaceClassifier {
     }
   }
 
+  /** Classifies a uint8 NHWC batch with the selected engine; returns one probability vector per image, in canonical order. */
+  async predictPixels(pixels: Uint8Array, count: number): Promise<Float32Array[]> {
+    if (this.onnx === undefined) {
+      const input = this.inputTensor(pixels, count);
+      try {
+        return await this.predict(input);
+      } finally {
+        input.dispose();
+      }
+    }
+    const size = this.inputSize;
+    const values = await this.onnx.run(preprocessPixels(pixels, this.run.fer.backbone.preprocessing), [count, size, size, 3]);
+    const k = CANONICAL_CLASSES.length;
+    return Array.from({ length: count }, (_, i) => this.toCanonical(values.subarray(i * k, (i + 1) * k)));
+  }
+
   /** Classifies the regions of one image in one batch; returns one probability vector per region, in canonical order. */
   async classify(image: RgbImage, regions: readonly Region[]): Promise<Float32Array[]> {
     if (regions.length === 0) {
       return [];
     }
-    const input = this.inputTensor(await this.cropBatch(image, regions), regions.length);
-    try {
-      return await this.predict(input);
-    } finally {
-      input.dispose();
-    }
+    return this.predictPixels(await this.cropBatch(image, regions), regions.length);
+  }
+
+  /** Releases the ONNX Runtime session, if any; the classifier then uses TensorFlow.js. */
+  async dispose(): Promise<void> {
+    const session = this.onnx;
+    this.onnx = undefined;
+    await session?.dispose();
   }
 }

@@ -10,7 +10,7 @@ import { readImageRgb } from '../data/decode';
 import { createCam, type ClassActivationMap } from '../explain/cam';
 import { renderOverlay } from '../explain/overlay';
 import type { LoadedRun } from '../train/load_run';
-import { FaceClassifier, type ColourMode } from './classify';
+import { FaceClassifier, type ClassifierEngine, type ColourMode } from './classify';
 import { FaceDetector, type DetectorName, type FaceDetectorOptions, type RgbImage } from './detect';
 import type { Box } from './faceapi';
 import { cropRegion, regionToBox, type Detection, type Region } from './geometry';
@@ -36,6 +36,12 @@ export interface PredictorOptions extends FaceDetectorOptions {
   explain?: boolean;
   /** Length of each Grad-CAM overlay's longer side in pixels; default 224. */
   explainSize?: number;
+  /**
+   * Runtime of the emotion model; default the FER_CLASSIFIER_ENGINE
+   * environment variable, else 'auto' (ONNX Runtime when it loads).
+   * Explanations need gradients, so with `explain` the model always runs on TensorFlow.js.
+   */
+  engine?: ClassifierEngine;
 }
 
 export interface FaceResult {
@@ -113,6 +119,8 @@ export class Predictor {
       throw new RangeError(`Invalid explanation size ${explainSize}: expected an integer of at least 16 pixels.`);
     }
     const classifier = new FaceClassifier(run, options.colour !== undefined ? { colour: options.colour } : {});
+    const engine = options.engine ?? ((process.env.FER_CLASSIFIER_ENGINE as ClassifierEngine | undefined) || 'auto');
+    await classifier.selectEngine(options.explain === true ? 'tfjs' : engine);
     const detector = await FaceDetector.load(options);
     const cam = options.explain === true ? createCam('gradcam', run.fer) : undefined;
     return new Predictor(detector, classifier, cam, options);
@@ -146,13 +154,13 @@ export class Predictor {
     const classifyStart = performance.now();
     let probabilities: Float32Array[] = [];
     let explanations: FaceExplanation[] | undefined;
-    if (regions.length > 0) {
+    if (regions.length > 0 && this.cam === undefined) {
+      probabilities = await this.classifier.classify(image, regions);
+    } else if (regions.length > 0) {
       const input = this.classifier.inputTensor(await this.classifier.cropBatch(image, regions), regions.length);
       try {
         probabilities = await this.classifier.predict(input);
-        if (this.cam !== undefined) {
-          explanations = await this.explain(image, regions, input);
-        }
+        explanations = await this.explain(image, regions, input);
       } finally {
         input.dispose();
       }

@@ -14,15 +14,15 @@ import { activeBackend, initBackend } from '../backend';
 import { CANONICAL_CLASSES, NUM_CLASSES } from '../classes';
 import { augmentBatch, isAugmentationOff } from '../data/augment';
 import { describePreprocessing, pixelsToTensor, preprocess } from '../data/preprocess';
-import { ImageStore } from '../data/store';
+import { defaultMemoryBudget, ImageStore, type PixelBatch } from '../data/store';
 import { predictStore, writeEvaluation } from '../eval/evaluate';
 import { classificationReport } from '../eval/metrics';
 import type { ClassificationReport } from '../eval/types';
 import { findChromium, saveFiguresPng } from '../figures/export';
 import { trainingCurvesFigure } from '../figures/plots';
-import { createModel, setTrainableBlocks, trainableVariables, type FerModel } from '../models/factory';
+import { createModel, HEAD_LAYER_PREFIX, setTrainableBlocks, trainableVariables, type FerModel } from '../models/factory';
 import { exportLayersModel, writeFileAtomic } from '../models/io';
-import { seedDropout } from '../models/layers';
+import { FrozenBatchNormalization, SeededDropout, seedDropout } from '../models/layers';
 import { resolveDataDir, resolveRunsDir } from '../paths';
 import { addLogListener, log } from '../util/log';
 import { formatDuration, ProgressBar } from '../util/progress';
@@ -65,6 +65,9 @@ interface InterruptControl {
 }
 
 const EPSILON = 1e-7;
+
+/** Training batches loaded ahead of the one in use. */
+const PREFETCH_BATCHES = 2;
 
 /** Mean (optionally class-weighted) categorical cross-entropy of softmax outputs, clipped as Keras does. */
 function crossEntropy(oneHot: tf.Tensor2D, probabilities: tf.Tensor2D, sampleWeights?: tf.Tensor1D): tf.Scalar {
@@ -159,6 +162,184 @@ function validationMetrics(report: ClassificationReport): { loss: number; accura
   return { loss: report.logLoss, accuracy: report.accuracy, macroF1: report.macro.f1 };
 }
 
+/** A training batch ready for a step: its labels, and the pixels or feature rows it holds. */
+interface TrainBatch {
+  labels: Int32Array;
+  count: number;
+  pixels?: PixelBatch;
+  /** Store indices of the images, for cached features. */
+  indices: readonly number[];
+}
+
+/**
+ * Where a phase's training batches and validation predictions come from:
+ * images through the whole model, or (phase 1 without augmentation) pooled
+ * backbone features computed once and fed to the head alone.
+ */
+interface PhaseInputs {
+  /** Work done once per phase before its first batch (the feature cache); counted in that epoch's time. */
+  prepare(): Promise<void>;
+  /** Starts loading the batch of `indices`; decoding of uncached images runs in sharp's thread pool meanwhile. */
+  load(indices: readonly number[]): Promise<TrainBatch>;
+  /** The model input of a loaded batch, augmented and preprocessed; called inside tf.tidy. */
+  input(batch: TrainBatch, rng: Rng): tf.Tensor;
+  /** Class probabilities in training mode; called inside the optimizer's tape. */
+  forward(x: tf.Tensor): tf.Tensor2D;
+  /** Probabilities on the whole validation split in inference mode, in store order. */
+  validate(): Promise<{ labels: Int32Array; probabilities: Float32Array }>;
+  dispose(): void;
+}
+
+/** Batches whose pixels are converted, augmented and preprocessed, then run through the whole model. */
+function imageInputs(ctx: RunContext): PhaseInputs {
+  const { options, fer, train, validation } = ctx;
+  return {
+    prepare: async () => {},
+    load: async (indices) => {
+      const pixels = await train.batch(indices);
+      return { labels: pixels.labels, count: pixels.count, pixels, indices };
+    },
+    input: (batch, rng) => {
+      const pixels = batch.pixels as PixelBatch;
+      const raw = pixelsToTensor(pixels.pixels, pixels.count, pixels.size);
+      const augmented = augmentBatch(raw, options.augmentation, rng);
+      return preprocess(augmented, fer.backbone.preprocessing);
+    },
+    forward: (x) => fer.model.apply(x, { training: true }) as tf.Tensor2D,
+    validate: () =>
+      predictStore(fer.model, validation, {
+        batchSize: Math.max(options.batchSize, 64),
+        preprocessing: fer.backbone.preprocessing,
+        label: 'validation',
+        silent: options.silent,
+      }),
+    dispose: () => {},
+  };
+}
+
+/** FER_FEATURE_CACHE=off makes phase 1 run images through the whole model even where features could be cached. */
+function featureCacheDisabled(): boolean {
+  return ['off', '0', 'false', 'no'].includes((process.env.FER_FEATURE_CACHE ?? '').toLowerCase());
+}
+
+/**
+ * Returns why phase 1 cannot train the head on cached backbone features, or
+ * undefined when it can. Caching gives the same result only when every
+ * batch's backbone output is a fixed function of the stored image: no
+ * augmentation, and no backbone layer that behaves differently in training mode.
+ */
+function featureCacheRefusal(ctx: RunContext): string | undefined {
+  const { options, fer, train, validation } = ctx;
+  if (featureCacheDisabled()) {
+    return `disabled by FER_FEATURE_CACHE=${process.env.FER_FEATURE_CACHE}`;
+  }
+  if (!isAugmentationOff(options.augmentation)) {
+    return 'augmentation is on, so each batch holds newly transformed images whose backbone features must be computed again';
+  }
+  const backbone = new Set(fer.backboneLayers);
+  const randomLayers = fer.model.layers.filter((l) => backbone.has(l.name) && l instanceof SeededDropout && l.rate > 0).map((l) => l.name);
+  if (randomLayers.length > 0) {
+    return (
+      `the ${fer.backbone.name} backbone has dropout layers (${randomLayers.slice(0, 3).join(', ')}${randomLayers.length > 3 ? ', ...' : ''}) ` +
+      'that draw new masks at every training step, so its features are not fixed'
+    );
+  }
+  const batchStatistics = fer.model.layers.filter((l) => l.getClassName() === 'BatchNormalization' && !(l instanceof FrozenBatchNormalization));
+  if (batchStatistics.length > 0) {
+    return `batch-norm layer ${batchStatistics[0]?.name} uses batch statistics in training mode, so its features depend on the batch`;
+  }
+  const pool = fer.model.layers.find((l) => l.name === `${HEAD_LAYER_PREFIX}pool`);
+  const channels = pool?.outputShape[1];
+  if (pool === undefined || typeof channels !== 'number') {
+    return 'the head does not start with the global pooling layer head_pool';
+  }
+  const bytes = (train.length + validation.length) * channels * 4;
+  const budget = options.cacheMemoryBytes ?? defaultMemoryBudget();
+  if (bytes > budget) {
+    return `the features need ${(bytes / 2 ** 30).toFixed(2)} GiB, above the cache budget of ${(budget / 2 ** 30).toFixed(2)} GiB`;
+  }
+  return undefined;
+}
+
+/**
+ * Phase 1 on cached features: the backbone runs once per split in inference
+ * mode up to the head's global pooling, and each step trains the dense layers
+ * on the pooled rows of its batch, with the same batch order, dropout seeds,
+ * loss and optimizer as the full model. The backbone is frozen and, by
+ * featureCacheRefusal's checks, deterministic, so the result is the same up
+ * to float rounding (the convolutions run in other batch sizes).
+ */
+function featureInputs(ctx: RunContext): PhaseInputs {
+  const { options, fer, train, validation } = ctx;
+  const poolLayer = fer.model.getLayer(`${HEAD_LAYER_PREFIX}pool`);
+  const headSet = new Set(fer.headLayers);
+  const headChain = fer.model.layers.filter((l) => headSet.has(l.name) && l !== poolLayer);
+  let trainFeatures: tf.Tensor2D | undefined;
+  let validationFeatures: tf.Tensor2D | undefined;
+
+  const applyHead = (x: tf.Tensor, training: boolean): tf.Tensor2D => {
+    let h = x;
+    for (const layer of headChain) {
+      h = layer.apply(h, { training }) as tf.Tensor;
+    }
+    return h as tf.Tensor2D;
+  };
+  const extract = async (store: ImageStore, label: string): Promise<tf.Tensor2D> => {
+    const backbone = tf.model({ inputs: fer.model.inputs, outputs: poolLayer.output as tf.SymbolicTensor });
+    const result = await predictStore(backbone, store, {
+      batchSize: Math.max(options.batchSize, 64),
+      preprocessing: fer.backbone.preprocessing,
+      label: `${label} features`,
+      silent: options.silent,
+    });
+    return tf.tensor2d(result.probabilities, [store.length, result.probabilities.length / Math.max(1, store.length)]);
+  };
+  const trainLabels = train.labels();
+
+  return {
+    prepare: async () => {
+      if (trainFeatures !== undefined) {
+        return;
+      }
+      const start = performance.now();
+      trainFeatures = await extract(train, 'train');
+      validationFeatures = await extract(validation, 'validation');
+      log.info(
+        `phase 1: backbone features cached for ${train.length} training and ${validation.length} validation images ` +
+          `(${trainFeatures.shape[1]} channels, ${formatDuration((performance.now() - start) / 1000)}).`,
+      );
+    },
+    load: async (indices) => ({ labels: Int32Array.from(indices, (i) => trainLabels[i] as number), count: indices.length, indices }),
+    input: (batch) => tf.gather(trainFeatures as tf.Tensor2D, tf.tensor1d(Array.from(batch.indices), 'int32')),
+    forward: (x) => applyHead(x, true),
+    validate: async () => {
+      const features = validationFeatures as tf.Tensor2D;
+      const probabilities = tf.tidy(() => applyHead(features, false));
+      const values = (await probabilities.data()) as Float32Array;
+      probabilities.dispose();
+      return { labels: validation.labels(), probabilities: values };
+    },
+    dispose: () => {
+      trainFeatures?.dispose();
+      validationFeatures?.dispose();
+    },
+  };
+}
+
+/** Chooses the phase's inputs and logs, for phase 1, whether features are cached and why not. */
+function phaseInputs(ctx: RunContext, phase: 1 | 2): PhaseInputs {
+  if (phase !== 1) {
+    return imageInputs(ctx);
+  }
+  const refusal = featureCacheRefusal(ctx);
+  if (refusal !== undefined) {
+    log.info(`phase 1: backbone features are computed for every batch, not cached: ${refusal}.`);
+    return imageInputs(ctx);
+  }
+  log.info('phase 1: augmentation is off and the backbone is frozen, so its pooled features are computed once and only the head trains on them.');
+  return featureInputs(ctx);
+}
+
 /** Trains one phase from `state` until its epochs run out, early stopping, the time budget, or an interrupt. */
 async function runPhase(
   ctx: RunContext,
@@ -167,7 +348,7 @@ async function runPhase(
   interrupt: InterruptControl,
   resuming: boolean,
 ): Promise<void> {
-  const { options, fer, train, validation } = ctx;
+  const { options, fer, train } = ctx;
   const epochs = phase === 1 ? options.phase1Epochs : options.phase2Epochs;
   const learningRate = phase === 1 ? options.phase1LearningRate : options.phase2LearningRate;
   const blocks = phase === 1 ? 0 : options.unfreezeBlocks;
@@ -181,9 +362,7 @@ async function runPhase(
     `phase ${phase}: ${phase === 1 ? 'head only, backbone frozen' : `fine-tuning ${blocks === 'all' ? 'all' : blocks} backbone blocks (${trainableLayers} layers)`}, ` +
       `Adam ${learningRate}, up to ${epochs} epochs, batch ${options.batchSize}, ${variables.length} trainable tensors.`,
   );
-  if (phase === 1 && isAugmentationOff(options.augmentation)) {
-    log.info('phase 1: augmentation is off, but backbone features are recomputed every epoch (no feature cache yet).');
-  }
+  const inputs = phaseInputs(ctx, phase);
 
   const n = train.length;
   const batchSize = options.batchSize;
@@ -209,26 +388,35 @@ async function runPhase(
       }
       const epochStart = performance.now() - state.partial.seconds * 1000;
       let truncated = false;
+      await inputs.prepare();
 
       const batchIndices = (step: number) => order.slice(step * batchSize, Math.min(n, (step + 1) * batchSize));
-      let nextBatch = state.step < stepsPerEpoch ? train.batch(batchIndices(state.step)) : undefined;
+      // Batches load PREFETCH_BATCHES ahead, so uncached images decode in sharp's pool while the backend trains.
+      const pending = new Map<number, Promise<TrainBatch>>();
+      const requestBatches = (from: number) => {
+        for (let s = from; s < Math.min(stepsPerEpoch, from + PREFETCH_BATCHES + 1); s++) {
+          if (!pending.has(s)) {
+            pending.set(s, inputs.load(batchIndices(s)));
+          }
+        }
+      };
       for (let step = state.step; step < stepsPerEpoch; step++) {
-        const batch = await (nextBatch as ReturnType<ImageStore['batch']>);
-        nextBatch = step + 1 < stepsPerEpoch ? train.batch(batchIndices(step + 1)) : undefined;
+        requestBatches(step);
+        const batch = await (pending.get(step) as Promise<TrainBatch>);
+        pending.delete(step);
+        requestBatches(step + 1);
         const rng = new Rng(options.seed, 0xa06, phase, epoch, step);
         seedDropout(options.seed, phase, epoch, step);
 
         let predicted: tf.Tensor | undefined;
         const loss = tf.tidy(() => {
-          const raw = pixelsToTensor(batch.pixels, batch.count, batch.size);
-          const augmented = augmentBatch(raw, options.augmentation, rng);
-          const x = preprocess(augmented, fer.backbone.preprocessing);
+          const x = inputs.input(batch, rng);
           const labels = tf.tensor1d(batch.labels, 'int32');
           const oneHot = tf.oneHot(labels, fer.classNames.length).toFloat() as tf.Tensor2D;
           const sampleWeights = weightTensor === undefined ? undefined : (tf.gather(weightTensor, labels) as tf.Tensor1D);
           return optimizer.minimize(
             () => {
-              const probabilities = fer.model.apply(x, { training: true }) as tf.Tensor2D;
+              const probabilities = inputs.forward(x);
               predicted = tf.keep(tf.argMax(probabilities, 1));
               return crossEntropy(oneHot, probabilities, sampleWeights);
             },
@@ -280,12 +468,7 @@ async function runPhase(
       progress.finish();
 
       const trainSeconds = (performance.now() - epochStart) / 1000;
-      const predictions = await predictStore(fer.model, validation, {
-        batchSize: Math.max(batchSize, 64),
-        preprocessing: fer.backbone.preprocessing,
-        label: 'validation',
-        silent: options.silent,
-      });
+      const predictions = await inputs.validate();
       const val = validationMetrics(classificationReport(predictions.labels, predictions.probabilities, fer.classNames));
       const seconds = (performance.now() - epochStart) / 1000;
       const record: EpochRecord = {
@@ -340,6 +523,7 @@ async function runPhase(
   } finally {
     optimizer.dispose();
     weightTensor?.dispose();
+    inputs.dispose();
   }
 }
 
