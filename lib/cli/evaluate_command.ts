@@ -6,6 +6,7 @@ import { Command, Option } from 'commander';
 import { initBackend, type BackendPreference } from '../backend';
 import { CANONICAL_CLASSES, ClassAliases } from '../classes';
 import { discoverDataset, type SplitName } from '../data/dataset';
+import { filesSharedWith, findDuplicates } from '../data/duplicates';
 import { ImageStore } from '../data/store';
 import { predictStore, writeEvaluation } from '../eval/evaluate';
 import { resolveDataDir } from '../paths';
@@ -33,6 +34,7 @@ interface EvaluateCliOptions {
   backend?: BackendPreference;
   quiet?: boolean;
   faceapi?: boolean;
+  duplicates: boolean;
 }
 
 
@@ -54,6 +56,7 @@ export function registerEvaluateCommand(program: Command): void {
     .option('--class-alias <folder=class>', 'map a folder name to a class, e.g. contempt=disgust (repeatable)', collect)
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (default: auto)').choices(['auto', 'node-gpu', 'node', 'wasm', 'cpu']))
     .option('-q, --quiet', 'no progress bars')
+    .option('--no-duplicates', 'skip hashing the other splits; by default metrics are also reported without images that occur in them')
     .option(
       '--faceapi',
       "also score face-api's expression model (FaceExpressionNet, shipped in @vladmandic/face-api) on the same images, each image taken " +
@@ -99,13 +102,26 @@ export function registerEvaluateCommand(program: Command): void {
         label: opts.split,
         silent: opts.quiet ?? false,
       });
+      const others = (Object.keys(dataset.splits) as SplitName[]).filter((s) => s !== opts.split);
+      const leakedFiles =
+        opts.duplicates && others.length > 0
+          ? filesSharedWith(await findDuplicates(dataset.splits, { silent: opts.quiet ?? false }), opts.split, others)
+          : undefined;
       const report = await writeEvaluation(predictions, run.fer.classNames, {
         dir: out,
         ...(opts.figuresDir !== undefined ? { figuresDir: path.resolve(opts.figuresDir) } : {}),
         title: `${run.options.configuration.name} on ${path.basename(dataDir)} ${opts.split}`,
         figures: opts.figures,
         extra: { split: opts.split, dataDir, runDir: run.runDir, skipped: store.skipped },
+        ...(leakedFiles !== undefined ? { leakedFiles } : {}),
       });
+      const leakedCount = leakedFiles === undefined ? 0 : predictions.paths.filter((p) => leakedFiles.has(p)).length;
+      if (leakedCount > 0) {
+        log.warn(
+          `${leakedCount} of the ${predictions.paths.length} ${opts.split} images also occur in ${others.join(' or ')}; ` +
+            'metrics without them are in metrics.json ("withoutDuplicates") and report.txt.',
+        );
+      }
       const absent = report.absentClasses.length > 0 ? `; absent classes: ${report.absentClasses.join(', ')} (averages cover the others)` : '';
       log.info(
         `${opts.split}: accuracy ${report.accuracy.toFixed(4)}, macro-F1 ${report.macro.f1.toFixed(4)}, ` +

@@ -102,3 +102,19 @@ export function countCrossSplitPairs(report: DuplicateReport): Record<string, nu
   }
   return counts;
 }
+
+/** Files of `split` whose exact content also occurs in one of `others`. */
+export function filesSharedWith(report: DuplicateReport, split: SplitName, others: readonly SplitName[]): Set<string> {
+  const shared = new Set<string>();
+  for (const group of report.crossSplit) {
+    if (!group.files.some((f) => others.includes(f.split))) {
+      continue;
+    }
+    for (const file of group.files) {
+      if (file.split === split) {
+        shared.add(file.path);
+      }
+    }
+  }
+  return shared;
+}

@@ -68,6 +68,24 @@ function jsonSafe(value: unknown): unknown {
   );
 }
 
+/** Keeps the predictions of the images whose path is not in `exclude`, in order. */
+export function excludePredictions(predictions: Predictions, exclude: ReadonlySet<string>): Predictions {
+  const keep: number[] = [];
+  predictions.paths.forEach((file, i) => {
+    if (!exclude.has(file)) {
+      keep.push(i);
+    }
+  });
+  const k = predictions.labels.length === 0 ? 0 : predictions.probabilities.length / predictions.labels.length;
+  const probabilities = new Float32Array(keep.length * k);
+  keep.forEach((row, i) => probabilities.set(predictions.probabilities.subarray(row * k, (row + 1) * k), i * k));
+  return {
+    probabilities,
+    labels: Int32Array.from(keep, (row) => predictions.labels[row] as number),
+    paths: keep.map((row) => predictions.paths[row] as string),
+  };
+}
+
 export interface WriteEvaluationOptions {
   /** Folder for metrics.json, report.txt, per_class.csv and predictions.csv. */
   dir: string;
@@ -77,6 +95,12 @@ export interface WriteEvaluationOptions {
   /** Writes PNG figures (needs Chromium); without it only the data files are written. */
   figures?: boolean;
   extra?: Record<string, unknown>;
+  /**
+   * Files of the evaluated split that also occur, byte for byte, in a split the
+   * model trained or was selected on. When given, metrics.json also holds the
+   * report without them under "withoutDuplicates", and report.txt adds its summary.
+   */
+  leakedFiles?: ReadonlySet<string>;
 }
 
 /** Computes the report from predictions and writes its files and figures. */
@@ -88,10 +112,24 @@ export async function writeEvaluation(
   const report = classificationReport(predictions.labels, predictions.probabilities, classNames);
   const dir = options.dir;
   await fs.promises.mkdir(dir, { recursive: true });
-  const text = reportToText(report, { digits: 4 });
+  let text = reportToText(report, { digits: 4 });
+  let withoutDuplicates: Record<string, unknown> | undefined;
+  const leaked = options.leakedFiles === undefined ? 0 : predictions.paths.filter((p) => options.leakedFiles?.has(p)).length;
+  if (options.leakedFiles !== undefined && leaked > 0 && leaked < predictions.paths.length) {
+    const clean = excludePredictions(predictions, options.leakedFiles);
+    const cleanReport = classificationReport(clean.labels, clean.probabilities, classNames);
+    withoutDuplicates = { excludedImages: leaked, ...cleanReport };
+    text +=
+      `\n\n${leaked} of these ${predictions.paths.length} images also occur in the training or validation split. ` +
+      `Without them (${clean.paths.length} images): accuracy ${cleanReport.accuracy.toFixed(4)}, ` +
+      `macro-F1 ${cleanReport.macro.f1.toFixed(4)}, macro AUC ${cleanReport.macroAuc.toFixed(4)}.`;
+  }
   await writeFileAtomic(path.join(dir, 'report.txt'), `${options.title}\n\n${text}\n`);
   await writeFileAtomic(path.join(dir, 'per_class.csv'), reportToCsv(report));
-  await writeFileAtomic(path.join(dir, 'metrics.json'), JSON.stringify(jsonSafe({ title: options.title, ...options.extra, ...report }), null, 1));
+  await writeFileAtomic(
+    path.join(dir, 'metrics.json'),
+    JSON.stringify(jsonSafe({ title: options.title, ...options.extra, ...report, ...(withoutDuplicates !== undefined ? { withoutDuplicates } : {}) }), null, 1),
+  );
 
   const k = classNames.length;
   const rows = ['path,true,predicted,' + classNames.join(',')];
