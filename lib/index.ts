@@ -77,7 +77,18 @@ export {
 export { Predictor, FALLBACK_MODES, type FallbackMode, type PredictorOptions, type Prediction, type ImageResult, type FaceResult } from './predict/predictor';
 export { predictFiles, type PredictFilesOptions, type PredictSummary } from './predict/batch';
 export { FaceDetector, DETECTORS, DETECTOR_INPUT_SIZE, type DetectorName, type FaceDetectorOptions } from './predict/detect';
-export { FaceClassifier, ClassListMismatchError, canonicalOrder, checkRunClasses, COLOUR_MODES, type ColourMode } from './predict/classify';
+export {
+  FaceClassifier,
+  ClassListMismatchError,
+  canonicalOrder,
+  checkRunClasses,
+  preprocessPixels,
+  COLOUR_MODES,
+  CLASSIFIER_ENGINES,
+  RUN_ONNX_FILE,
+  type ColourMode,
+  type ClassifierEngine,
+} from './predict/classify';
 export { walkInputs, countInputs, type InputEntry } from './predict/inputs';
 export { writeAnnotatedImage, annotationSvg, type Annotation } from './predict/annotate';
 export { CsvWriter, OutputPlanner, csvRows, CSV_COLUMNS, RECORD_SCHEMA_VERSION, type PredictionRecord } from './predict/output';
@@ -88,3 +99,10 @@ export { applyScale, parseScale, SCALE_PRESETS, TRAINING_SCALES, type TrainingSc
 
 // Notebook helpers (display in the tslab kernel, run folders, comparison figures).
 export * from './notebook';
+
+export { exportOnnx, supportedLayerClasses, UnsupportedLayerError, ONNX_OPSET, type OnnxExportOptions } from './onnx/export';
+export { OnnxModel, ensureOnnxFile, onnxRuntime, onnxRuntimeError, onnxRuntimeVersion, type OnnxSessionOptions } from './onnx/runtime';
+export { modelFlops, layerForwardFlops, type ModelFlops } from './perf/flops';
+export { machineInfo, measureMatMulGflops, type MachineInfo } from './perf/machine';
+export { runBench, formatReport, parseBenchModels, type BenchOptions, type BenchReport, type BenchModel, type ModelCost } from './perf/bench';
+export type { RunConfig, RunResult, PhaseResult, InferenceResult } from './perf/types';

@@ -7,9 +7,9 @@ Usage: python scripts/bench_keras.py CONFIG.json   (the file `fer bench` writes)
 
 - Data: tf.data reads the same files, decodes and resizes them in parallel,
   caches the decoded uint8 images in memory, shuffles each epoch, batches,
-  augments (RandomRotation 20 degrees, RandomTranslation 0.2, RandomFlip
-  horizontal, nearest fill, bilinear) when the config says so, applies the
-  backbone's preprocessing and prefetches.
+  augments when the config enables it (RandomRotation 20 degrees,
+  RandomTranslation 0.2, RandomFlip horizontal, nearest fill, bilinear),
+  applies the backbone's preprocessing and prefetches.
 - Model: keras.applications.<Backbone>(include_top=False, weights=None),
   global average pooling, Dense ReLU layers, Dropout, Dense softmax.
   Batch-norm layers are frozen (trainable=False, so inference mode).
@@ -152,7 +152,7 @@ def time_calls(call, runs):
 
 
 def flat_layers(layer):
-    """The layer and every layer nested in it (ConvNeXt nests its stem and downsampling layers in Sequential models)."""
+    """Return the layer and every layer nested in it (ConvNeXt nests its stem and downsampling layers in Sequential models)."""
     found = [layer]
     for child in getattr(layer, "layers", []):
         found.extend(flat_layers(child))

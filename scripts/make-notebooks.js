@@ -8,9 +8,13 @@
  *   node scripts/make-notebooks.js          write notebooks/*.ipynb
  *   node scripts/make-notebooks.js --check  exit 1 when a notebook's code differs from the templates
  *
- * Every step in a notebook is a call into the fer-toolkit library (imported
- * by its package name, see docs/notebooks.md); the cells only choose
+ * Every step in a notebook is a call into the fer-toolkit library, imported
+ * by its package name (see docs/notebooks.md). The cells only choose
  * parameters and show results.
+ *
+ * NOTE: tslab 1.0.22 fails with "ReferenceError: x is not defined" on a
+ * shorthand property ({ x }) that names a variable of an earlier cell, so the
+ * templates write { x: x } there.
  */
 'use strict';
 
@@ -75,7 +79,8 @@ const gradcamImages = { smoke: 21, reduced: 350, full: undefined }[scale];
 
 await fer.initBackend();
 const weights = fer.chooseWeights(configuration, weightsRequest);
-const options = fer.applyScale({ model: configuration, dataDir, weights: weights.weights }, scale);
+// figures: false because the Figures section draws them from the same run, into the figures folder.
+const options = fer.applyScale({ model: configuration, dataDir, weights: weights.weights, figures: false }, scale);
 const base = fer.resolveConfiguration(configuration);
 const runDir = fer.notebookRunDir(scale, configuration);
 const imagesDir = fer.notebookImagesDir(scale, fer.configurationSlug(configuration));
@@ -108,7 +113,7 @@ fer.showTable(fer.classCountRows(dataset), { caption: 'Images per class and spli
 
 Parameters per backbone block and in the head. Phase 1 trains the head only; phase 2 also trains the blocks marked below, while batch-norm layers stay frozen. This copy of the model has random weights and only serves the count.`),
     code(`
-const sketch = await fer.createModel(configuration, { inputSize, weights: 'random', dense: options.dense });
+const sketch = await fer.createModel(configuration, { inputSize: inputSize, weights: 'random', dense: options.dense });
 const summary = fer.summarizeModel(sketch, options.unfreezeBlocks ?? base.phase2.unfreezeBlocks);
 sketch.model.dispose();
 fer.showTable(summary.rows);
@@ -207,7 +212,7 @@ const imagesPerSplit = { smoke: 300, reduced: undefined, full: undefined }[scale
 
 const imagesDir = fer.notebookImagesDir(scale, 'dataset');
 const dataset = fer.discoverDataset(dataDir);
-const splitNames = Object.keys(dataset.splits);
+const splitNames = fer.splitNames(dataset);
 fer.showMarkdown(
   fer.provenanceMarkdown('Dataset', {
     scale,
@@ -254,10 +259,7 @@ fer.showTable(sizes.sortValues('images', { ascending: false }) as dfd.DataFrame)
 
 Files with identical content (SHA-256) in more than one split. A test image that also sits in the training split inflates test scores; groups with conflicting labels are label noise.`),
     code(`
-const hashed = Object.fromEntries(
-  Object.entries(dataset.splits).map(([split, records]) => [split, imagesPerSplit === undefined ? records : records.slice(0, imagesPerSplit)]),
-);
-const duplicates = await fer.findDuplicates(hashed, { silent: true });
+const duplicates = await fer.findDuplicates(fer.sampleSplits(dataset.splits, imagesPerSplit), { silent: true });
 const pairs = fer.countCrossSplitPairs(duplicates);
 fer.showMarkdown(
   duplicates.crossSplit.length === 0
@@ -392,18 +394,22 @@ if (withoutGalleries.length > 0) {
   fer.showMarkdown(\`No Grad-CAM galleries yet for \${withoutGalleries.join(', ')}: execute their notebooks.\`);
 }
 fer.showTable(
-  galleries
-    .filter((entry) => entry.summary !== undefined)
-    .map(({ run, summary }) => ({
-      configuration: run.configuration,
-      'test accuracy': run.accuracy,
-      layer: summary.layerName,
-      images: summary.images,
-      'correct, on the face': summary.counts.correct_focused,
-      'correct, elsewhere': summary.counts.correct_misplaced,
-      misclassified: summary.counts.misclassified,
-      'mean attention share': summary.meanAttentionShare,
-    })),
+  galleries.flatMap(({ run, summary }) =>
+    summary === undefined
+      ? []
+      : [
+          {
+            configuration: run.configuration,
+            'test accuracy': run.accuracy,
+            layer: summary.layerName,
+            images: summary.images,
+            'correct, on the face': summary.counts.correct_focused,
+            'correct, elsewhere': summary.counts.correct_misplaced,
+            misclassified: summary.counts.misclassified,
+            'mean attention share': summary.meanAttentionShare,
+          },
+        ],
+  ),
 );`),
     md(`
 ## Galleries
@@ -450,7 +456,7 @@ fer.showTable(methodRows, { caption: \`\${bestRun.configuration}: class activati
   ];
 }
 
-/** Every notebook, in execution order: the comparison and explainability notebooks read the model notebooks' runs. */
+/** Returns every notebook in execution order, because the comparison and explainability notebooks read the model notebooks' runs. */
 function notebooks() {
   const list = [{ file: '00-dataset.ipynb', cells: datasetNotebook() }];
   STUDY_CONFIGURATIONS.forEach((name, i) => {
@@ -559,7 +565,7 @@ function main() {
     console.log(`wrote notebooks/${file}`);
   }
   if (stale.length > 0) {
-    console.error(`notebooks/ holds notebooks that no template makes: ${stale.join(', ')}. Delete them or add a template.`);
+    console.error(`notebooks/ contains notebooks without a template: ${stale.join(', ')}. Delete them or add a template.`);
     failed = failed || check;
   }
   process.exit(failed ? 1 : 0);

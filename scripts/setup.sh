@@ -3,7 +3,7 @@
 # offline. Safe to run again: finished steps are detected and skipped.
 #
 #   npm run setup                 everything
-#   FER_SETUP_PYTHON=0 npm run setup   skip the Python tooling (.venv)
+#   FER_SETUP_PYTHON=0 npm run setup   skip the Python tooling (.venv: test oracles, JupyterLab, the notebook kernel)
 #
 # Environment: PYTHON (python3), FER_SHARED (../shared, where offline datasets
 # and weights live), FER_TFJS_FROM_WHEEL=1 (never try the libtensorflow download).
@@ -42,10 +42,50 @@ if [ "${FER_SETUP_PYTHON:-1}" != "0" ]; then
     PIP_RETRIES=${PIP_RETRIES:-0} .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
     echo "$want" > "$stamp"
   fi
+
+  step "Notebook tooling in .venv (JupyterLab, nbclient, nbconvert) and the TypeScript kernel"
+  stamp=.venv/.requirements-notebooks.sha256
+  want=$(sha256sum requirements-notebooks.txt | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "[setup] notebook tooling is up to date." >&2
+  else
+    PIP_RETRIES=${PIP_RETRIES:-0} .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-notebooks.txt
+    echo "$want" > "$stamp"
+  fi
+  # The kernel goes into .venv (where `jupyter kernelspec install --sys-prefix`
+  # puts it), never into the user's or the system's Jupyter. It runs the tslab
+  # of this checkout with the Node.js that runs this setup. Its name is the
+  # project's own, so a tslab kernel installed elsewhere cannot take its place.
+  kernel_dir=.venv/share/jupyter/kernels/fer-tslab
+  mkdir -p "$kernel_dir"
+  node -e '
+    const [file, tslab] = process.argv.slice(1);
+    const spec = JSON.stringify({
+      argv: [process.execPath, tslab, "kernel", "--config-path", "{connection_file}"],
+      display_name: "TypeScript (fer-toolkit)",
+      language: "typescript",
+    }, null, 1) + "\n";
+    const fs = require("fs");
+    if (!fs.existsSync(file) || fs.readFileSync(file, "utf8") !== spec) {
+      fs.writeFileSync(file, spec);
+      console.error(`[setup] registered the Jupyter kernel fer-tslab in ${file}`);
+    }
+  ' "$kernel_dir/kernel.json" "$root/node_modules/tslab/bin/tslab"
+  # tslab talks to Jupyter through zeromq, whose npm package ships prebuilt
+  # binaries for Linux, macOS and Windows; its skipped install script only checks them.
+  node -e "require('zeromq')" 2>/dev/null || echo "[setup] warning: zeromq does not load, so the notebook kernel cannot start; run npm rebuild zeromq (needs cmake and network access)." >&2
 fi
 
 step "TypeScript build (dist/)"
 npm run --silent build
+
+# Notebooks import the library by its package name; tslab resolves it from the
+# notebook's folder, so notebooks/node_modules/fer-toolkit leads to this checkout.
+if [ "$(readlink notebooks/node_modules/fer-toolkit 2>/dev/null)" != "../.." ]; then
+  mkdir -p notebooks/node_modules
+  ln -sfn ../.. notebooks/node_modules/fer-toolkit
+  echo "[setup] linked notebooks/node_modules/fer-toolkit -> the repository root" >&2
+fi
 
 step "data and weights"
 mkdir -p data

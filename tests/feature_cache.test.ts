@@ -2,7 +2,7 @@
  * Phase 1 on cached backbone features against phase 1 through the whole
  * model, on a small seeded FER-2013 subset with augmentation off: the same
  * losses, metrics and head weights within float tolerance, resumption after
- * an interrupt, and the log lines that say which path ran and why.
+ * an interrupt, and the log lines that report which path ran and why.
  *
  * What may differ: the cached features come from batches of 64 in inference
  * mode, the uncached ones from training batches of 16, so the convolutions

@@ -62,7 +62,7 @@ function randomiseFrozenWeights(model: tf.LayersModel, seed: number): void {
   }
 }
 
-/** A batch in the value range that the backbone's preprocessing produces. */
+/** Draws a batch in the value range that the backbone's preprocessing produces. */
 function sampleInput(fer: FerModel, batch: number, seed: number): tf.Tensor4D {
   const [low, high] = fer.backbone.preprocessing === 'none' ? [0, 255] : [-1, 1];
   return tf.randomUniform([batch, fer.inputSize, fer.inputSize, 3], low, high, 'float32', seed) as tf.Tensor4D;

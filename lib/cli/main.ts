@@ -3,6 +3,7 @@
 import { Command, Option } from 'commander';
 
 import { setLogLevel } from '../util/log';
+import { registerBenchCommand } from './bench_command';
 import { registerDataCommand } from './data_command';
 import { registerEvaluateCommand } from './evaluate_command';
 import { registerExplainCommand } from './explain_command';
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerPredictCommand(program);
   registerModelsCommand(program);
   registerDataCommand(program);
+  registerBenchCommand(program);
   return program;
 }
 

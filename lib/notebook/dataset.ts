@@ -121,17 +121,32 @@ export async function imageSizeTable(
   return rows;
 }
 
-/** Images per class and split, one row per class: { class, <split>: count, ... }. */
+const SPLIT_ORDER: readonly SplitName[] = ['train', 'validation', 'test'];
+
+/** Returns the dataset's split names in the order train, validation, test. */
+export function splitNames(dataset: DiscoveredDataset): SplitName[] {
+  return SPLIT_ORDER.filter((split) => dataset.splits[split] !== undefined);
+}
+
+/** Keeps at most `limit` images of each split, drawn per class in proportion with `seed`; no limit keeps every image. */
+export function sampleSplits(
+  splits: Partial<Record<SplitName, readonly ImageRecord[]>>,
+  limit: number | undefined,
+  seed = 0,
+): Partial<Record<SplitName, ImageRecord[]>> {
+  return Object.fromEntries(Object.entries(splits).map(([split, records]) => [split, stratifiedSubset(records ?? [], limit, seed, 11)]));
+}
+
+/** Images per class and split, one row per class: { class, train: count, validation: count, test: count }. */
 export function classCountRows(dataset: DiscoveredDataset): TableRow[] {
-  const splits = Object.entries(dataset.splits) as Array<[SplitName, ImageRecord[]]>;
-  const counts = splits.map(([split, records]) => [split, classCounts(records)] as const);
+  const counts = splitNames(dataset).map((split) => [split, classCounts(dataset.splits[split] ?? [])] as const);
   return CANONICAL_CLASSES.map((className, label) => ({
     class: className,
     ...Object.fromEntries(counts.map(([split, perClass]) => [split, perClass[label] ?? 0])),
   }));
 }
 
-/** One row per group of identical files found in more than one split: the splits, labels and paths (relative to `root`). */
+/** Returns one row per group of identical files found in more than one split: its splits, labels and paths (relative to `root`). */
 export function duplicateRows(report: DuplicateReport, root: string, limit = 20): TableRow[] {
   return report.crossSplit.slice(0, limit).map((group) => ({
     sha256: group.sha256.slice(0, 12),

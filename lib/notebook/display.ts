@@ -100,8 +100,8 @@ export interface FigureBundleOptions {
 
 /**
  * Returns `value` with every non-integer number rounded to 6 significant
- * digits. Curves such as ROC carry thousands of points, and rounding the
- * notebook's copy about halves its size without a visible change; the PNG is
+ * digits. Curves such as ROC carry thousands of points, so rounding the
+ * notebook's copy about halves its size without a visible change. The PNG is
  * drawn from the unrounded figure.
  */
 function roundForDisplay(value: unknown): unknown {

@@ -125,7 +125,7 @@ export async function explainRunGalleries(runDir: string, options: RunGalleryOpt
   };
 }
 
-/** What explanations.json of an earlier explainRunGalleries (or `fer explain`) call records. */
+/** Summary of the explanations.json that an earlier explainRunGalleries (or `fer explain`) call wrote. */
 export interface GallerySummary {
   configuration: string;
   method: string;
@@ -136,7 +136,7 @@ export interface GallerySummary {
   galleries: Record<AttentionCategory, string>;
 }
 
-/** Reads explanations.json in `dir`; returns undefined when the folder holds none. */
+/** Reads explanations.json in `dir`, or returns undefined when the folder contains none. */
 export function loadGallerySummary(dir: string): GallerySummary | undefined {
   const file = path.join(dir, 'explanations.json');
   if (!fs.existsSync(file)) {

@@ -19,7 +19,7 @@ export {
   type ShowTableOptions,
 } from './display';
 export { classDistributionFigure, labelledScatterFigure, rocGridFigure, confusionGridFigure, thinCurve, type NamedReport, type ScatterPoint } from './figures';
-export { writeSampleGrid, imageSizeTable, duplicateRows, classCountRows, type ImageSizeRow, type SampleGridOptions } from './dataset';
+export { writeSampleGrid, imageSizeTable, duplicateRows, classCountRows, sampleSplits, splitNames, type ImageSizeRow, type SampleGridOptions } from './dataset';
 export { explainRunGalleries, loadGallerySummary, type GallerySummary, type RunGalleries, type RunGalleryOptions } from './explain';
 export { summarizeModel, type ModelSummary } from './model';
 export {

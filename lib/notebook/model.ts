@@ -29,22 +29,32 @@ export function summarizeModel(fer: FerModel, unfreezeBlocks: number | 'all'): M
   const open = new Set(unfreezeBlocks === 'all' ? fer.backbone.blocks : fer.backbone.blocks.slice(Math.max(0, fer.backbone.blocks.length - unfreezeBlocks)));
   const blocks = new Map<string, { layers: number; parameters: number }>();
   const head = { layers: 0, parameters: 0 };
+  // Backbone layers that blockOf places in no block; fine-tuning never trains them.
+  const outside = { layers: 0, parameters: 0 };
   const backboneLayers = new Set(fer.backboneLayers);
   for (const layer of fer.model.layers) {
-    const block = backboneLayers.has(layer.name) ? fer.backbone.blockOf(layer.name) : undefined;
-    const entry = block === undefined ? (fer.headLayers.includes(layer.name) ? head : undefined) : (blocks.get(block) ?? { layers: 0, parameters: 0 });
-    if (entry === undefined) {
+    let entry: { layers: number; parameters: number };
+    if (backboneLayers.has(layer.name)) {
+      const block = fer.backbone.blockOf(layer.name);
+      entry = block === undefined ? outside : (blocks.get(block) ?? { layers: 0, parameters: 0 });
+      if (block !== undefined) {
+        blocks.set(block, entry);
+      }
+    } else if (fer.headLayers.includes(layer.name)) {
+      entry = head;
+    } else {
+      // The input layer, which has no weights.
       continue;
     }
     entry.layers++;
     entry.parameters += layer.countParams();
-    if (block !== undefined) {
-      blocks.set(block, entry);
-    }
   }
   const rows: TableRow[] = fer.backbone.blocks
     .filter((block) => blocks.has(block))
     .map((block) => ({ part: block, layers: blocks.get(block)?.layers ?? 0, parameters: blocks.get(block)?.parameters ?? 0, 'phase 2 trains it': open.has(block) ? 'yes' : 'no' }));
+  if (outside.layers > 0) {
+    rows.push({ part: '(outside blocks)', layers: outside.layers, parameters: outside.parameters, 'phase 2 trains it': 'no' });
+  }
   rows.push({ part: 'head', layers: head.layers, parameters: head.parameters, 'phase 2 trains it': 'yes (phase 1 too)' });
   return { rows, parameters: fer.model.countParams(), trainablePhase1, trainablePhase2 };
 }

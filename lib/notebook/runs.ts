@@ -1,5 +1,5 @@
 /**
- * What the notebooks share about runs: where their files go, which weights a
+ * Run handling shared by the notebooks: where their files go, which weights a
  * configuration can start from, training that resumes an existing run folder,
  * and the summary of a finished run that the comparison notebook tabulates.
  */
@@ -184,11 +184,11 @@ const RUN_IDENTITY: ReadonlyArray<keyof ResolvedTrainOptions> = [
 ];
 
 /**
- * Trains into `runDir`, or resumes it when it already holds a run: an
+ * Trains into `runDir`, or resumes it when it already contains a run: an
  * interrupted run continues from its checkpoint, and a finished one is only
  * evaluated again, so re-running a notebook does not retrain from scratch.
  *
- * @throws Error when the folder holds a run with other settings (named in the
+ * @throws Error when the folder contains a run with other settings (named in the
  * message); delete the folder or pick another to train anew.
  */
 export async function trainOrResume(options: TrainOptions, runDir: string): Promise<TrainResult> {
@@ -202,12 +202,12 @@ export async function trainOrResume(options: TrainOptions, runDir: string): Prom
   const changed = RUN_IDENTITY.filter((key) => JSON.stringify(saved[key]) !== JSON.stringify(requested[key]));
   if (changed.length > 0) {
     const details = changed.map((key) => `${key} ${JSON.stringify(saved[key])} -> ${JSON.stringify(requested[key])}`).join(', ');
-    throw new Error(`Run folder ${dir} holds a run with other settings (${details}). Delete the folder to train anew, or choose another run folder.`);
+    throw new Error(`Run folder ${dir} already contains a run with other settings (${details}). Delete the folder to train anew, or choose another run folder.`);
   }
   return train({ model: saved.model, resume: dir, ...(options.silent !== undefined ? { silent: options.silent } : {}) });
 }
 
-/** One row per epoch of a phase: losses, accuracies, validation macro-F1 and time. */
+/** Returns one row per epoch of a phase: losses, accuracies, validation macro-F1 and time. */
 export function historyRows(history: readonly EpochRecord[], phase: 1 | 2): TableRow[] {
   return history
     .filter((record) => record.phase === phase)
@@ -223,7 +223,7 @@ export function historyRows(history: readonly EpochRecord[], phase: 1 | 2): Tabl
     }));
 }
 
-/** One row per class (precision, recall, F1, support), then the macro and weighted averages. */
+/** Returns one row per class (precision, recall, F1, support), then the macro and weighted averages. */
 export function reportRows(report: ClassificationReport): TableRow[] {
   const rows: TableRow[] = report.perClass.map((metrics) => ({
     class: metrics.className,

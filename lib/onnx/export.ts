@@ -13,7 +13,7 @@
  *
  * Covered: the layer classes that the registry's backbones and heads use
  * (MobileNet, MobileNetV2, VGG, ResNetV2, EfficientNet, ConvNeXt) plus a few
- * common ones; any other class raises UnsupportedLayerError with its name.
+ * common ones. Any other class raises UnsupportedLayerError with its name.
  */
 import * as tf from '@tensorflow/tfjs';
 import { onnx } from 'onnx-proto';
@@ -175,7 +175,7 @@ function permute(data: Float32Array, shape: number[], perm: number[]): Float32Ar
   return out;
 }
 
-/** The layer's weights by their short name ("kernel", "gamma", ...), as float32 arrays. */
+/** Reads the layer's weights into float32 arrays keyed by short name ("kernel", "gamma", ...). */
 function layerWeights(layer: tf.layers.Layer): Map<string, { data: Float32Array; shape: number[] }> {
   const out = new Map<string, { data: Float32Array; shape: number[] }>();
   for (const weight of layer.weights) {
@@ -456,10 +456,11 @@ const convertZeroPadding: Converter = (g, layer, [input], outputShape, context) 
 };
 
 /**
- * Max pooling of a zero-padded value without a Pad node: MaxPool over the
- * unpadded source with the zero padding added to its pads (which ONNX treats
- * as -infinity), then Max with a constant that is 0 where the window covers a
- * zero-padded pixel and -FLT_MAX elsewhere. Equal to pooling the padded tensor.
+ * Emits max pooling of a zero-padded value without a Pad node. MaxPool runs
+ * over the unpadded source with the zero padding added to its pads, which
+ * ONNX treats as -infinity. A Max with a constant then restores the zeros: the
+ * constant is 0 where the window covers a zero-padded pixel and -FLT_MAX
+ * elsewhere, so the result equals pooling the padded tensor.
  */
 function maxPoolAfterZeroPadding(g: GraphBuilder, layer: tf.layers.Layer, x: Value, outputShape: Array<number | null>, kernel: number[], strides: number[], ownPads: number[]): Value {
   const zero = x.deferredZeroPadding as NonNullable<Value['deferredZeroPadding']>;
@@ -519,7 +520,13 @@ function globalPooling(op: 'GlobalAveragePool' | 'GlobalMaxPool'): Converter {
   return (g, layer, [input], outputShape) => {
     const config = layer.getConfig();
     channelsLast(layer, config);
-    const x = g.inLayout(input as Value, 'nchw');
+    const source = input as Value;
+    if (source.layout === 'nhwc' && config['keepDims'] !== true) {
+      // A channels-last map (ConvNeXt's last layer normalisation) reduces over H and W without a transpose.
+      const reduce = op === 'GlobalAveragePool' ? 'ReduceMean' : 'ReduceMax';
+      return { name: g.node(reduce, [source.name], layer.name, { axes: [1, 2], keepdims: 0 }), shape: outputShape, layout: 'nhwc' };
+    }
+    const x = g.inLayout(source, 'nchw');
     const pooled = g.node(op, [x.name], `${layer.name}/pooled`);
     if (config['keepDims'] === true) {
       return { name: pooled, shape: outputShape, layout: 'nchw' };
@@ -708,7 +715,7 @@ function conversionContext(model: tf.LayersModel): ConversionContext {
   return { consumerClasses: (layer) => consumers.get(layer.name) ?? [] };
 }
 
-/** The name of the layer that produced a symbolic tensor ("input_image", "emotion_probabilities"). */
+/** Returns the name of the layer that produced a symbolic tensor ("input_image", "emotion_probabilities"). */
 function tensorName(tensor: tf.SymbolicTensor): string {
   return tensor.sourceLayer?.name ?? tensor.name.replace(/\/.*$/, '');
 }

@@ -23,7 +23,7 @@ export interface MachineInfo {
   /** Float32 operations per cycle and core assumed for the nominal peak. */
   flopsPerCycle: number;
   nominalPeakGflops: number;
-  /** How flopsPerCycle was chosen, for the report. */
+  /** Reasoning behind flopsPerCycle, for the report. */
   assumption: string;
 }
 

@@ -1,10 +1,10 @@
 /**
- * One benchmark run of the toolkit, in its own process so that its peak
- * memory is its own: `node dist/perf/worker.js CONFIG.json` trains with
- * `train()` exactly as `fer train` does (images decoded and cached by
- * ImageStore, batches prefetched, augmentation and preprocessing per batch),
- * then times inference on TensorFlow.js and ONNX Runtime. Prints one line
- * `RESULT {json}` (a RunResult) on stdout.
+ * One benchmark run of the toolkit, in its own process so that the peak
+ * memory measured is this run's alone. `node dist/perf/worker.js CONFIG.json`
+ * trains with `train()` as `fer train` does: images decoded and cached by
+ * ImageStore, batches prefetched, augmentation and preprocessing per batch.
+ * It then times inference on TensorFlow.js and ONNX Runtime and prints one
+ * line `RESULT {json}` (a RunResult) on stdout.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

@@ -205,7 +205,7 @@ export class FaceClassifier {
     return 'onnx';
   }
 
-  /** The run's ONNX file, exported when missing or stale; the serialized model when the folder is read-only. */
+  /** Returns the run's ONNX file, exported when missing or stale, or the serialized model when the folder is read-only. */
   private async onnxSource(): Promise<string | Uint8Array> {
     const modelDir = path.join(this.run.runDir, 'model');
     try {

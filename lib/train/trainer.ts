@@ -172,9 +172,9 @@ interface TrainBatch {
 }
 
 /**
- * Where a phase's training batches and validation predictions come from:
- * images through the whole model, or (phase 1 without augmentation) pooled
- * backbone features computed once and fed to the head alone.
+ * Source of a phase's training batches and validation predictions: images
+ * through the whole model, or (phase 1 without augmentation) pooled backbone
+ * features computed once and fed to the head alone.
  */
 interface PhaseInputs {
   /** Work done once per phase before its first batch (the feature cache); counted in that epoch's time. */
@@ -190,9 +190,42 @@ interface PhaseInputs {
   dispose(): void;
 }
 
-/** Batches whose pixels are converted, augmented and preprocessed, then run through the whole model. */
-function imageInputs(ctx: RunContext): PhaseInputs {
+/**
+ * The model cut at the head's global pooling: the backbone with the pooling
+ * as one model, and the dense head after it applied layer by layer. Both
+ * share the FER model's layers and weights.
+ */
+interface SplitAtPooling {
+  backbone: tf.LayersModel;
+  applyHead(x: tf.Tensor, training: boolean): tf.Tensor2D;
+}
+
+function splitAtPooling(fer: FerModel): SplitAtPooling {
+  const poolLayer = fer.model.getLayer(`${HEAD_LAYER_PREFIX}pool`);
+  const headSet = new Set(fer.headLayers);
+  const headChain = fer.model.layers.filter((l) => headSet.has(l.name) && l !== poolLayer);
+  return {
+    backbone: tf.model({ inputs: fer.model.inputs, outputs: poolLayer.output as tf.SymbolicTensor }),
+    applyHead: (x, training) => {
+      let h = x;
+      for (const layer of headChain) {
+        h = layer.apply(h, { training }) as tf.Tensor;
+      }
+      return h as tf.Tensor2D;
+    },
+  };
+}
+
+/**
+ * Batches whose pixels are converted, augmented and preprocessed, then run
+ * through the whole model. In phase 1 the frozen backbone runs before the
+ * optimizer's gradient tape starts, in training mode as before, so the tape
+ * holds only the head. The kernels, their order and the dropout draws are
+ * the same as for the whole model inside the tape, so the results are identical.
+ */
+function imageInputs(ctx: RunContext, phase: 1 | 2): PhaseInputs {
   const { options, fer, train, validation } = ctx;
+  const split = phase === 1 ? splitAtPooling(fer) : undefined;
   return {
     prepare: async () => {},
     load: async (indices) => {
@@ -203,9 +236,10 @@ function imageInputs(ctx: RunContext): PhaseInputs {
       const pixels = batch.pixels as PixelBatch;
       const raw = pixelsToTensor(pixels.pixels, pixels.count, pixels.size);
       const augmented = augmentBatch(raw, options.augmentation, rng);
-      return preprocess(augmented, fer.backbone.preprocessing);
+      const x = preprocess(augmented, fer.backbone.preprocessing);
+      return split === undefined ? x : (split.backbone.apply(x, { training: true }) as tf.Tensor);
     },
-    forward: (x) => fer.model.apply(x, { training: true }) as tf.Tensor2D,
+    forward: (x) => (split === undefined ? (fer.model.apply(x, { training: true }) as tf.Tensor2D) : split.applyHead(x, true)),
     validate: () =>
       predictStore(fer.model, validation, {
         batchSize: Math.max(options.batchSize, 64),
@@ -228,7 +262,7 @@ function featureCacheDisabled(): boolean {
  * batch's backbone output is a fixed function of the stored image: no
  * augmentation, and no backbone layer that behaves differently in training mode.
  */
-function featureCacheRefusal(ctx: RunContext): string | undefined {
+function featureCacheUnusableReason(ctx: RunContext): string | undefined {
   const { options, fer, train, validation } = ctx;
   if (featureCacheDisabled()) {
     return `disabled by FER_FEATURE_CACHE=${process.env.FER_FEATURE_CACHE}`;
@@ -236,6 +270,7 @@ function featureCacheRefusal(ctx: RunContext): string | undefined {
   if (!isAugmentationOff(options.augmentation)) {
     return 'augmentation is on, so each batch holds newly transformed images whose backbone features must be computed again';
   }
+
   const backbone = new Set(fer.backboneLayers);
   const randomLayers = fer.model.layers.filter((l) => backbone.has(l.name) && l instanceof SeededDropout && l.rate > 0).map((l) => l.name);
   if (randomLayers.length > 0) {
@@ -248,6 +283,7 @@ function featureCacheRefusal(ctx: RunContext): string | undefined {
   if (batchStatistics.length > 0) {
     return `batch-norm layer ${batchStatistics[0]?.name} uses batch statistics in training mode, so its features depend on the batch`;
   }
+
   const pool = fer.model.layers.find((l) => l.name === `${HEAD_LAYER_PREFIX}pool`);
   const channels = pool?.outputShape[1];
   if (pool === undefined || typeof channels !== 'number') {
@@ -262,30 +298,20 @@ function featureCacheRefusal(ctx: RunContext): string | undefined {
 }
 
 /**
- * Phase 1 on cached features: the backbone runs once per split in inference
- * mode up to the head's global pooling, and each step trains the dense layers
- * on the pooled rows of its batch, with the same batch order, dropout seeds,
- * loss and optimizer as the full model. The backbone is frozen and, by
- * featureCacheRefusal's checks, deterministic, so the result is the same up
- * to float rounding (the convolutions run in other batch sizes).
+ * Phase 1 on cached features. The backbone runs once per split in inference
+ * mode up to the head's global pooling. Each step then trains the dense
+ * layers on the pooled rows of its batch, with the same batch order, dropout
+ * seeds, loss and optimizer as the full model. The backbone is frozen and,
+ * by featureCacheUnusableReason's checks, deterministic, so the result is the same
+ * up to float rounding, because the convolutions run in other batch sizes.
  */
 function featureInputs(ctx: RunContext): PhaseInputs {
   const { options, fer, train, validation } = ctx;
-  const poolLayer = fer.model.getLayer(`${HEAD_LAYER_PREFIX}pool`);
-  const headSet = new Set(fer.headLayers);
-  const headChain = fer.model.layers.filter((l) => headSet.has(l.name) && l !== poolLayer);
+  const { backbone, applyHead } = splitAtPooling(fer);
   let trainFeatures: tf.Tensor2D | undefined;
   let validationFeatures: tf.Tensor2D | undefined;
 
-  const applyHead = (x: tf.Tensor, training: boolean): tf.Tensor2D => {
-    let h = x;
-    for (const layer of headChain) {
-      h = layer.apply(h, { training }) as tf.Tensor;
-    }
-    return h as tf.Tensor2D;
-  };
   const extract = async (store: ImageStore, label: string): Promise<tf.Tensor2D> => {
-    const backbone = tf.model({ inputs: fer.model.inputs, outputs: poolLayer.output as tf.SymbolicTensor });
     const result = await predictStore(backbone, store, {
       batchSize: Math.max(options.batchSize, 64),
       preprocessing: fer.backbone.preprocessing,
@@ -329,12 +355,12 @@ function featureInputs(ctx: RunContext): PhaseInputs {
 /** Chooses the phase's inputs and logs, for phase 1, whether features are cached and why not. */
 function phaseInputs(ctx: RunContext, phase: 1 | 2): PhaseInputs {
   if (phase !== 1) {
-    return imageInputs(ctx);
+    return imageInputs(ctx, phase);
   }
-  const refusal = featureCacheRefusal(ctx);
-  if (refusal !== undefined) {
-    log.info(`phase 1: backbone features are computed for every batch, not cached: ${refusal}.`);
-    return imageInputs(ctx);
+  const reason = featureCacheUnusableReason(ctx);
+  if (reason !== undefined) {
+    log.info(`phase 1: backbone features are computed for every batch, not cached: ${reason}.`);
+    return imageInputs(ctx, phase);
   }
   log.info('phase 1: augmentation is off and the backbone is frozen, so its pooled features are computed once and only the head trains on them.');
   return featureInputs(ctx);
@@ -396,7 +422,10 @@ async function runPhase(
       const requestBatches = (from: number) => {
         for (let s = from; s < Math.min(stepsPerEpoch, from + PREFETCH_BATCHES + 1); s++) {
           if (!pending.has(s)) {
-            pending.set(s, inputs.load(batchIndices(s)));
+            const batch = inputs.load(batchIndices(s));
+            // A batch left unused when the epoch ends early must not crash the process. The step that awaits a batch still receives its error.
+            batch.catch(() => undefined);
+            pending.set(s, batch);
           }
         }
       };
