@@ -219,7 +219,7 @@ describe('run folders and parameters', () => {
     const rows = settingsRows(applyScale({ model: 'VGG16' }, 'reduced'));
     const input = rows.find((row) => row.setting === 'input size (px)');
     expect(input).toEqual({ setting: 'input size (px)', 'this run': '64', configuration: '224' });
-    expect(rows.find((row) => row.setting === 'training images (max)')?.['this run']).toBe('3500');
+    expect(rows.find((row) => row.setting === 'training images (max)')?.['this run']).toBe('1400');
   });
 
   it('provenance shows paths inside the project relative', () => {

@@ -28,11 +28,11 @@ export const SCALE_PRESETS: Readonly<Record<TrainingScale, Partial<TrainOptions>
   reduced: {
     inputSize: 64,
     batchSize: 32,
-    phase1Epochs: 2,
+    phase1Epochs: 1,
     phase2Epochs: 2,
     unfreezeBlocks: 2,
     patience: 2,
-    limits: { train: 3500, validation: 700 },
+    limits: { train: 1400, validation: 350 },
   },
   full: {},
 };

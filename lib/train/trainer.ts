@@ -10,7 +10,7 @@ import * as path from 'node:path';
 
 import * as tf from '@tensorflow/tfjs';
 
-import { activeBackend, initBackend } from '../backend';
+import { activeBackend, initBackend, type BackendInfo } from '../backend';
 import { CANONICAL_CLASSES, NUM_CLASSES } from '../classes';
 import { augmentBatch, isAugmentationOff } from '../data/augment';
 import { describePreprocessing, pixelsToTensor, preprocess } from '../data/preprocess';
@@ -40,6 +40,7 @@ import {
 } from './checkpoint';
 import { dataReport, prepareSplits, type PreparedSplits } from './data';
 import type { EpochRecord } from './history';
+import { checkMemory, describeEstimate, estimatePhaseMemory, memoryLimit } from './memory';
 import { resolveTrainOptions, type ResolvedTrainOptions, type TrainOptions } from './options';
 
 export interface TrainResult {
@@ -571,6 +572,34 @@ async function writeTrainingFigure(runDir: string, history: EpochRecord[], title
  * (CSV and JSON), checkpoints, best weights, the final model in TensorFlow.js
  * format, and the test evaluation with figures.
  */
+/**
+ * Estimates both phases' memory, logs it, and throws before any training
+ * when the costlier phase cannot fit (lib/train/memory.ts).
+ */
+function checkTrainingMemory(
+  run: { options: ResolvedTrainOptions; fer: FerModel; imageBytes: number },
+  backend: BackendInfo,
+): void {
+  const { options, fer, imageBytes } = run;
+  const limit = memoryLimit(backend);
+  const headSet = new Set(fer.headLayers);
+  const phases: Array<{ phase: 1 | 2; blocks: number | 'all' }> = [];
+  if (options.phase1Epochs > 0) {
+    phases.push({ phase: 1, blocks: 0 });
+  }
+  if (options.phase2Epochs > 0) {
+    phases.push({ phase: 2, blocks: options.unfreezeBlocks });
+  }
+  for (const { phase, blocks } of phases) {
+    const openLayers = setTrainableBlocks(fer, blocks);
+    const trainableParams = fer.model.trainableWeights.reduce((n, w) => n + w.shape.reduce<number>((m, d) => m * (d ?? 1), 1), 0);
+    const estimate = estimatePhaseMemory(fer.model, phase, options.batchSize, trainableParams, openLayers === 0, headSet, imageBytes);
+    log.info(describeEstimate(estimate, limit));
+    checkMemory(options.configuration.name, fer.inputSize, options.batchSize, estimate, limit);
+  }
+  setTrainableBlocks(fer, 0);
+}
+
 export async function train(input: TrainOptions & { resume?: string }): Promise<TrainResult> {
   let runDir: string;
   let requested: TrainOptions = input;
@@ -664,6 +693,7 @@ export async function train(input: TrainOptions & { resume?: string }): Promise<
         `The ${backend.name} backend cannot fine-tune backbones; run with --epochs2 0 (head only) or install @tensorflow/tfjs-node (npm run setup).`,
       );
     }
+    checkTrainingMemory({ options, fer, imageBytes: trainStore.memoryBytes() + validationStore.memoryBytes() }, backend);
     const classWeights = options.classWeight === 'balanced' ? balancedClassWeights(trainStore.labels()) : undefined;
     if (classWeights !== undefined) {
       log.info(`loss: class weights ${classWeights.map((w, i) => `${CANONICAL_CLASSES[i]} ${w.toFixed(3)}`).join(', ')}`);
