@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /**
- * Prints the Markdown table of docs/results.md: for each of the study's twelve
- * configurations, its parameters (ours, and Keras's: the published backbone
- * count without top plus the same head), and the test accuracy, macro-F1 and
- * training time of the run its notebook trained at a scale.
+ * Prints the Markdown table of docs/results.md. It has one row per study
+ * configuration: parameters (ours, and Keras's published backbone count
+ * without top plus the same head), and the test accuracy, macro-F1 and
+ * training time of the run that its notebook trained at a scale.
  *
  *   npm run build && node scripts/results-table.js [smoke|reduced|full]
  *
