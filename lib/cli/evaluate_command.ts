@@ -20,7 +20,7 @@ import {
 import { stratifiedSubset } from '../train/data';
 import { loadRun, type LoadedRun } from '../train/load_run';
 import { log } from '../util/log';
-import { collect, parseAliases, parseInteger } from './parse';
+import { collect, parseAliases, parsePositiveInteger } from './parse';
 
 interface EvaluateCliOptions {
   data?: string;
@@ -51,8 +51,8 @@ export function registerEvaluateCommand(program: Command): void {
     .option('-o, --out <dir>', 'output folder (default: <run-dir>/evaluation/<split>, or evaluation/faceapi/<split> with --faceapi and no run)')
     .option('--figures-dir <dir>', 'folder for the PNG figures, e.g. images/<model> (default: the output folder)')
     .option('--no-figures', 'skip PNG figures (they need Chromium)')
-    .option('--limit <n>', 'evaluate at most n images, drawn per class in proportion (seeded)', parseInteger)
-    .option('--batch-size <n>', 'images per inference batch', parseInteger, 64)
+    .option('--limit <n>', 'evaluate at most n images, drawn per class in proportion (seeded)', parsePositiveInteger)
+    .option('--batch-size <n>', 'images per inference batch', parsePositiveInteger, 64)
     .option('--class-alias <folder=class>', 'map a folder name to a class, e.g. contempt=disgust (repeatable)', collect)
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (default: auto)').choices(['auto', 'node-gpu', 'node', 'wasm', 'cpu']))
     .option('-q, --quiet', 'no progress bars')

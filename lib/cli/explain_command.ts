@@ -24,7 +24,7 @@ import { resolveDataDir } from '../paths';
 import { stratifiedSubset } from '../train/data';
 import { loadRun } from '../train/load_run';
 import { log } from '../util/log';
-import { collect, parseAliases, parseInteger, parseNumber } from './parse';
+import { collect, parseAliases, parseNumber, parsePositiveInteger } from './parse';
 
 interface ExplainCliOptions {
   data?: string;
@@ -63,14 +63,6 @@ function parseFraction(value: string): number {
   const parsed = parseNumber(value);
   if (parsed < 0 || parsed > 1) {
     throw new InvalidArgumentError(`"${value}" is not between 0 and 1.`);
-  }
-  return parsed;
-}
-
-function parsePositiveInteger(value: string): number {
-  const parsed = parseInteger(value);
-  if (parsed < 1) {
-    throw new InvalidArgumentError(`"${value}" is not an integer >= 1.`);
   }
   return parsed;
 }

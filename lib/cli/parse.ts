@@ -11,6 +11,14 @@ export function parseInteger(value: string): number {
   return parsed;
 }
 
+export function parsePositiveInteger(value: string): number {
+  const parsed = parseInteger(value);
+  if (parsed < 1) {
+    throw new InvalidArgumentError(`"${value}" is not an integer >= 1.`);
+  }
+  return parsed;
+}
+
 export function parseNumber(value: string): number {
   const parsed = Number(value);
   if (!Number.isFinite(parsed)) {

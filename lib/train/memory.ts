@@ -177,9 +177,10 @@ export function formatBytes(bytes: number): string {
 
 /** Formats one log line with a phase's estimate and the limit. */
 export function describeEstimate(estimate: PhaseMemory, limit: MemoryLimit | undefined): string {
+  const rest = estimate.totalBytes - estimate.weightBytes - estimate.optimizerBytes - estimate.activationBytes;
   const parts =
     `weights ${formatBytes(estimate.weightBytes)}, optimizer ${formatBytes(estimate.optimizerBytes)}, ` +
-    `activations ${formatBytes(estimate.activationBytes)}`;
+    `activations ${formatBytes(estimate.activationBytes)}, decoded images and runtime ${formatBytes(rest)}`;
   const against = limit === undefined ? 'not checked on a GPU' : `limit ${formatBytes(limit.bytes)} from ${limit.source}`;
   return `memory: phase ${estimate.phase} needs about ${formatBytes(estimate.totalBytes)} (${parts}); ${against}.`;
 }
