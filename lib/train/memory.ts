@@ -15,7 +15,7 @@
  *   TensorFlow themselves.
  *
  * It is an estimate. For the main job (MobileNet-0.25 at 96 px, batch 64, top 8
- * blocks fine-tuned) it gives 1.72 GiB against a measured peak RSS of 1.40 GiB.
+ * blocks fine-tuned) it gives 1.72 GiB against a measured peak RSS of 1.48 GiB.
  * Its purpose is to catch configurations that are off by several times, not to
  * predict the peak to the megabyte.
  */
