@@ -88,7 +88,7 @@ describe('train', () => {
     if (!fs.existsSync(DATA)) {
       throw new Error(`FER-2013 not found at ${DATA}; run "npm run setup" or set FER_DATA (see data/README.md).`);
     }
-    const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fer-memory-'));
+    const runDir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'fer-memory-')), 'run');
     process.env.FER_MEMORY_LIMIT = '300M';
     try {
       await expect(
@@ -108,7 +108,7 @@ describe('train', () => {
     } finally {
       delete process.env.FER_MEMORY_LIMIT;
     }
-    expect(fs.existsSync(path.join(runDir, 'checkpoint'))).toBe(false);
-    expect(fs.existsSync(path.join(runDir, 'history.csv'))).toBe(false);
+    // The folder that train() created for the run is removed, since nothing in it can be resumed.
+    expect(fs.existsSync(runDir)).toBe(false);
   }, 120_000);
 });

@@ -620,6 +620,7 @@ export async function train(input: TrainOptions & { resume?: string }): Promise<
     }
   }
   const options = resolveTrainOptions(requested, resolveDataDir(requested.dataDir), runDir);
+  const createdRunDir = !fs.existsSync(runDir);
   await fs.promises.mkdir(runDir, { recursive: true });
   const logFile = fs.createWriteStream(path.join(runDir, 'train.log'), { flags: 'a' });
   const removeListener = addLogListener((level, message) => logFile.write(`${new Date().toISOString()} ${level} ${message}\n`));
@@ -783,6 +784,15 @@ export async function train(input: TrainOptions & { resume?: string }): Promise<
       );
     }
     return result;
+  } catch (error) {
+    // A run that fails before writing config.json (missing data, no memory) has nothing to resume or
+    // evaluate, and its error is on the console, so a folder this call created is removed again.
+    if (createdRunDir && !fs.existsSync(path.join(runDir, 'config.json'))) {
+      removeListener();
+      await new Promise<void>((resolve) => logFile.end(resolve));
+      await fs.promises.rm(runDir, { recursive: true, force: true });
+    }
+    throw error;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
