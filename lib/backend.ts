@@ -28,12 +28,14 @@ export interface BackendInfo {
 }
 
 /**
- * Training throughput relative to tfjs-node, measured with scripts/bench-backends.ts
- * (MobileNet v1 0.25 at 96x96, batch 32) on a 2-core AMD EPYC.
+ * Head-only training throughput relative to tfjs-node, measured with
+ * `node scripts/bench-backends.js 5` (MobileNet v1 0.25 at 96x96, batch 32) on
+ * a 2-core AMD EPYC on 2026-12-05: tfjs-node 260, wasm 216 and pure
+ * JavaScript 13.2 images/s.
  */
 const SLOWDOWN_VS_NODE: Record<string, string> = {
-  wasm: 'about 4x',
-  cpu: 'about 40x',
+  wasm: 'about 1.2x',
+  cpu: 'about 20x',
 };
 
 let active: BackendInfo | undefined;
@@ -104,7 +106,8 @@ function describe(info: BackendInfo): string {
   let line = `backend: ${info.name} (${info.packageName}, ${device})`;
   const slowdown = SLOWDOWN_VS_NODE[info.name];
   if (slowdown !== undefined) {
-    line += `; training is ${slowdown} slower than with @tensorflow/tfjs-node. Run "npm run setup" to build it.`;
+    const limitation = info.supportsFineTuning ? '' : ', and it cannot fine-tune backbones';
+    line += `; head-only training is ${slowdown} slower than with @tensorflow/tfjs-node${limitation}. Run "npm run setup" to build it.`;
   }
   return line;
 }
