@@ -32,26 +32,26 @@ step "@tensorflow/tfjs-node"
 bash scripts/install-tfjs-node.sh
 
 if [ "${FER_SETUP_PYTHON:-1}" != "0" ]; then
-  step "Python tooling in .venv (test oracles)"
-  stamp=.venv/.requirements-dev.sha256
-  want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    echo "[setup] .venv is up to date." >&2
-  else
-    [ -x .venv/bin/python ] || "$python" -m venv .venv
-    PIP_RETRIES=${PIP_RETRIES:-0} .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  # Installs a requirements file into .venv unless the stamp next to it records the file's current hash.
+  pip_install_stamped() {
+    local requirements=$1 label=$2
+    local stamp=.venv/.${requirements%.txt}.sha256
+    local want
+    want=$(sha256sum "$requirements" | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+      echo "[setup] $label is up to date." >&2
+      return
+    fi
+    PIP_RETRIES=${PIP_RETRIES:-0} .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
     echo "$want" > "$stamp"
-  fi
+  }
+
+  step "Python tooling in .venv (test oracles)"
+  [ -x .venv/bin/python ] || "$python" -m venv .venv
+  pip_install_stamped requirements-dev.txt ".venv"
 
   step "Notebook tooling in .venv (JupyterLab, nbclient, nbconvert) and the TypeScript kernel"
-  stamp=.venv/.requirements-notebooks.sha256
-  want=$(sha256sum requirements-notebooks.txt | cut -d' ' -f1)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    echo "[setup] notebook tooling is up to date." >&2
-  else
-    PIP_RETRIES=${PIP_RETRIES:-0} .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-notebooks.txt
-    echo "$want" > "$stamp"
-  fi
+  pip_install_stamped requirements-notebooks.txt "notebook tooling"
   # The kernel goes into .venv (where `jupyter kernelspec install --sys-prefix`
   # puts it), never into the user's or the system's Jupyter. It runs the tslab
   # of this checkout with the Node.js that runs this setup. Its name is the
