@@ -9,7 +9,7 @@
  *
  * Reads runs/notebooks/<scale>/<configuration>/ (written by
  * `npm run notebooks -- --scale <scale>`); a configuration without a finished
- * run gets a row that says so.
+ * run gets the text "no run" in its row.
  */
 'use strict';
 

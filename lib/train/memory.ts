@@ -78,17 +78,17 @@ export function estimatePhaseMemory(
 ): PhaseMemory {
   const weightBytes = model.countParams() * 4;
   const optimizerBytes = trainableParams * 4 * 3;
-  let kept = 0;
+  let keptElements = 0;
   let largest = 0;
   for (const layer of model.layers) {
     const elements = outputElements(layer);
     largest = Math.max(largest, elements);
     if (!frozenBackbone || headLayers.has(layer.name)) {
-      kept += elements;
+      keptElements += elements;
     }
   }
   // A frozen backbone runs outside the tape: at most a layer's input and output, and a kernel's scratch, are alive.
-  const perSample = frozenBackbone ? kept * ACTIVATION_FACTOR + largest * 3 : kept * ACTIVATION_FACTOR;
+  const perSample = frozenBackbone ? keptElements * ACTIVATION_FACTOR + largest * 3 : keptElements * ACTIVATION_FACTOR;
   const activationBytes = perSample * batchSize * 4;
   return {
     phase,
@@ -145,7 +145,7 @@ function cgroupLimitBytes(): number | undefined {
 }
 
 /**
- * The memory a run may use on this backend: FER_MEMORY_LIMIT when set, else
+ * Returns the memory a run may use on this backend: FER_MEMORY_LIMIT when set, else
  * the host's available memory plus this process's resident memory (capped
  * by a cgroup limit, and by 4 GiB on wasm). Undefined on a GPU, whose memory
  * tfjs does not report before allocating.
