@@ -149,3 +149,38 @@ describe('phase 1 feature cache', () => {
     expect(trainLog(runDir)).not.toMatch(/features cached/);
   });
 });
+
+/*
+ * EfficientNetB0 runs too, for its dropout masks' log line; with random
+ * weights and default batch-norm statistics its pooled features are all
+ * near 0, so only MobileNet's (ImageNet weights) comparison carries weight.
+ * tests/onnx_export.test.ts checks the masks themselves against tfjs.
+ */
+describe.each([
+  { model: 'MobileNet-0.25', masks: false, compare: true },
+  { model: 'EfficientNetB0', masks: true, compare: false },
+])('phase 1 with the frozen $model in ONNX Runtime', ({ model, masks, compare }) => {
+  const AUGMENTATION: AugmentationSettings = { rotationDegrees: 10, widthShift: 0.1, heightShift: 0.1, horizontalFlip: true };
+  const tfjsDir = path.join(WORK, `${model}-tfjs`);
+  const onnxDir = path.join(WORK, `${model}-onnx`);
+  let onTfjs: TrainResult;
+  let onOnnx: TrainResult;
+
+  beforeAll(async () => {
+    const options = (runDir: string) =>
+      headOnlyRun(runDir, { model, augmentation: AUGMENTATION, phase1Epochs: 1, weights: model === 'MobileNet-0.25' ? undefined : 'random' });
+    onTfjs = await withEnv({ FER_ONNX_TRAINING: 'off' }, () => train(options(tfjsDir)));
+    onOnnx = await train(options(onnxDir));
+  }, 600_000);
+
+  it('logs which path ran', () => {
+    expect(trainLog(onnxDir)).toMatch(/the frozen backbone runs in ONNX Runtime/);
+    expect(trainLog(onnxDir).includes('dropout layers fed seeded masks')).toBe(masks);
+    expect(trainLog(tfjsDir)).toMatch(/runs on TensorFlow.js, not ONNX Runtime: disabled by FER_ONNX_TRAINING=off/);
+  });
+
+  it.runIf(compare)('gives the losses, metrics and head weights of the TensorFlow.js path', async () => {
+    expectSameHistory(onOnnx, onTfjs);
+    expect(await maxWeightDifference(onnxDir, tfjsDir)).toBeLessThan(1e-5);
+  });
+});

@@ -15,7 +15,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { initBackend } from '../lib/backend';
 import { relu, relu6 } from '../lib/models/fast_ops';
-import { FastReLU, FrozenBatchNormalization, SeededDropout, seedDropout } from '../lib/models/layers';
+import { FastReLU, FrozenBatchNormalization, LastAxisLayerNormalization, layerNormLastAxis, SeededDropout, seedDropout } from '../lib/models/layers';
 import { mixSeed, permutation, Rng } from '../lib/util/rng';
 
 const REPO_ROOT = resolve(__dirname, '..');
@@ -463,5 +463,48 @@ describe('Rng', () => {
     expect([...first].sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i));
     expect(permutation(50, 5, 1)).toEqual(first);
     expect(permutation(50, 5, 2)).not.toEqual(first);
+  });
+});
+
+describe('LastAxisLayerNormalization', () => {
+  const shape = [2, 3, 5, 8];
+  const gammaValues = randomValues(8, 31, 0.5, 1.5);
+  const betaValues = randomValues(8, 32, -0.5, 0.5);
+
+  /** The same normalization from plain tfjs ops, differentiated by tfjs. */
+  function reference(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
+    const { mean, variance } = tf.moments(x, -1, true);
+    return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-6))), gamma), beta);
+  }
+
+  it('matches tfjs-layers LayerNormalization', () => {
+    const inputs = tf.input({ shape: shape.slice(1) });
+    const ours = new LastAxisLayerNormalization({ name: 'ln_ours', epsilon: 1e-6 });
+    const theirs = tf.layers.layerNormalization({ name: 'ln_tfjs', epsilon: 1e-6 });
+    const a = tf.model({ inputs, outputs: ours.apply(inputs) as tf.SymbolicTensor });
+    const b = tf.model({ inputs, outputs: theirs.apply(inputs) as tf.SymbolicTensor });
+    for (const layer of [ours, theirs]) {
+      layer.setWeights([tf.tensor1d(gammaValues), tf.tensor1d(betaValues)]);
+    }
+    expect(ours.getClassName()).toBe('LayerNormalization');
+    expect(ours.weights.map((w) => w.originalName.split('/').pop())).toEqual(theirs.weights.map((w) => w.originalName.split('/').pop()));
+    const x = tf.tensor4d(randomValues(2 * 3 * 5 * 8, 33, -3, 5), shape as [number, number, number, number]);
+    expect(maxAbsDiff((a.predict(x) as tf.Tensor).dataSync(), (b.predict(x) as tf.Tensor).dataSync())).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('has the gradients of the plain formula', () => {
+    const x = tf.tensor4d(randomValues(2 * 3 * 5 * 8, 34, -3, 5), shape as [number, number, number, number]);
+    const gamma = tf.tensor1d(gammaValues);
+    const beta = tf.tensor1d(betaValues);
+    // A weighted sum, so that the upstream gradient differs per element.
+    const weights = tf.tensor4d(randomValues(2 * 3 * 5 * 8, 35, -1, 1), shape as [number, number, number, number]);
+    const loss = (f: (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.Tensor) => (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(f(a, g, b), weights));
+    const ours = tf.grads(loss((a, g, b) => layerNormLastAxis(a, g, b, 1e-6)))([x, gamma, beta]);
+    const expected = tf.grads(loss(reference))([x, gamma, beta]);
+    ours.forEach((gradient, i) => {
+      const other = expected[i] as tf.Tensor;
+      expect(gradient.shape).toEqual(other.shape);
+      expect(maxAbsDiff(gradient.dataSync(), other.dataSync()) / Math.max(...Array.from(other.dataSync(), Math.abs))).toBeLessThan(1e-5);
+    });
   });
 });

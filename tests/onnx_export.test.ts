@@ -16,7 +16,8 @@ import { initBackend } from '../lib/backend';
 import { pixelsToTensor, preprocess } from '../lib/data/preprocess';
 import { createModel, HEAD_LAYER_PREFIX, type FerModel } from '../lib/models/factory';
 import type { PreprocessingMode } from '../lib/models/types';
-import { exportOnnx, UnsupportedLayerError } from '../lib/onnx/export';
+import { nextDropoutMultiplier, SeededDropout, seedDropout } from '../lib/models/layers';
+import { exportOnnx, exportOnnxGraph, UnsupportedLayerError } from '../lib/onnx/export';
 import { ensureOnnxFile, OnnxModel, onnxRuntime } from '../lib/onnx/runtime';
 import { FaceClassifier, preprocessPixels, RUN_ONNX_FILE } from '../lib/predict/classify';
 import type { LoadedRun } from '../lib/train/load_run';
@@ -234,5 +235,59 @@ describe('FaceClassifier on ONNX Runtime', () => {
     const expected = tf.tidy(() => preprocess(pixelsToTensor(pixels, 2, 4), mode).dataSync());
     // Values reach 255, where one float32 step is 1.5e-5.
     expect(maxAbsDifference(preprocessPixels(pixels, mode), expected)).toBeLessThan(1e-4);
+  });
+});
+
+describe('ONNX export with dropout masks', () => {
+  let fer: FerModel;
+  let features: tf.LayersModel;
+  let x: tf.Tensor4D;
+
+  beforeAll(async () => {
+    fer = await createModel('EfficientNetB0', { inputSize: 48, weights: 'random', seed: 3 });
+    randomiseFrozenWeights(fer.model, 11);
+    const pool = fer.model.getLayer(`${HEAD_LAYER_PREFIX}pool`);
+    features = tf.model({ inputs: fer.model.inputs, outputs: pool.output as tf.SymbolicTensor });
+    x = sampleInput(fer, 4, 9);
+  }, 300_000);
+
+  afterAll(() => {
+    x.dispose();
+    fer.model.dispose();
+  });
+
+  it('adds one mask input per dropout layer with a rate above 0, in layer order', () => {
+    const { masks } = exportOnnxGraph(features, { dropoutMasks: true });
+    const expected = features.layers.filter((l) => l instanceof SeededDropout && l.rate > 0).map((l) => l.name);
+    expect(expected.length).toBeGreaterThan(5);
+    expect(masks.map((m) => m.layerName)).toEqual(expected);
+    expect(masks.every((m) => m.shape.length === 4 && m.shape[0] === null && m.shape.slice(1).every((d) => d === 1))).toBe(true);
+    expect(exportOnnxGraph(features).masks).toEqual([]);
+  });
+
+  it('reproduces the training-mode forward pass of tfjs with the same seeds', async () => {
+    seedDropout(21, 1, 2, 3);
+    const expected = (features.apply(x, { training: true }) as tf.Tensor).dataSync();
+    const inference = (features.predict(x) as tf.Tensor).dataSync();
+
+    const { bytes, masks } = exportOnnxGraph(features, { dropoutMasks: true });
+    seedDropout(21, 1, 2, 3);
+    const extra: Record<string, { data: Float32Array; shape: number[] }> = {};
+    let dropped = 0;
+    for (const mask of masks) {
+      const multiplier = nextDropoutMultiplier(mask.rate, [4, 1, 1, 1]);
+      const values = multiplier.dataSync() as Float32Array;
+      dropped += values.filter((v) => v === 0).length;
+      extra[mask.name] = { data: Float32Array.from(values), shape: multiplier.shape };
+      multiplier.dispose();
+    }
+    const session = await OnnxModel.create(bytes, { extraInputs: true });
+    const actual = await session.run(x.dataSync() as Float32Array, x.shape, extra);
+    await session.dispose();
+
+    // Some samples were dropped in some blocks, so the masks matter: the training pass differs from inference.
+    expect(dropped).toBeGreaterThan(0);
+    expect(maxAbsDifference(expected, inference) / maxAbs(expected)).toBeGreaterThan(1e-3);
+    expect(maxAbsDifference(actual, expected) / Math.max(1, maxAbs(expected))).toBeLessThan(1e-4);
   });
 });

@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import { CANONICAL_CLASSES } from '../classes';
 import { resolveWeightsDir } from '../paths';
 import { log } from '../util/log';
-import { mixSeed } from '../util/rng';
+import { mixSeed, Rng } from '../util/rng';
 import { apply } from './backbones/common';
 import { registerBuiltins, studyConfiguration } from './catalog';
 import { SeededDropout } from './layers';
@@ -158,6 +158,22 @@ export async function loadBackboneKerasWeights(fer: FerModel, file: string): Pro
  * preprocessed image batch [n, size, size, 3] to class probabilities in
  * `classNames` order.
  */
+/**
+ * Runs `body` with Math.random replaced by a seeded generator. tfjs's
+ * initializers draw their seed from Math.random when a layer gives none, as
+ * the backbone builders do, so this makes their random weights repeatable.
+ */
+function withSeededMathRandom<T>(seed: number, body: () => T): T {
+  const original = Math.random;
+  const rng = new Rng(seed, 0x1417);
+  Math.random = () => rng.next();
+  try {
+    return body();
+  } finally {
+    Math.random = original;
+  }
+}
+
 export async function createModel(nameOrConfig: string | ModelConfiguration, options: CreateModelOptions = {}): Promise<FerModel> {
   const configuration = resolveConfiguration(nameOrConfig);
   const backbone = getBackbone(configuration.backbone);
@@ -171,7 +187,8 @@ export async function createModel(nameOrConfig: string | ModelConfiguration, opt
   const seed = options.seed ?? 0;
 
   const input = tf.input({ shape: [inputSize, inputSize, 3], name: INPUT_LAYER_NAME });
-  const { features } = backbone.build(input);
+  // Random backbone weights come from the seed, so that runs without pretrained weights repeat.
+  const { features } = options.weights === 'random' ? withSeededMathRandom(mixSeed(seed, 100), () => backbone.build(input)) : backbone.build(input);
   const output = buildHead(features, dense, dropout, classNames.length, seed);
   const model = tf.model({ inputs: input, outputs: output, name: configuration.name.replace(/[^A-Za-z0-9_]+/g, '_') });
 

@@ -60,6 +60,23 @@ export interface OnnxExportOptions {
   metadata?: Record<string, string>;
   /** Graph name; default the model's name. */
   graphName?: string;
+  /**
+   * Export each dropout layer with a rate above 0 as a multiplication by an
+   * extra graph input named "<layer>/mask", instead of as the identity. The
+   * caller feeds the scaled keep mask (0 or 1 / (1 - rate)) in the shape of
+   * the layer's noise shape, NHWC, batch first. This lets a training-mode
+   * forward pass with dropout run in ONNX Runtime.
+   */
+  dropoutMasks?: boolean;
+}
+
+/** A graph input that exportOnnx adds for a dropout mask (OnnxExportOptions.dropoutMasks). */
+export interface MaskInput {
+  name: string;
+  layerName: string;
+  rate: number;
+  /** Shape with null for the batch dimension. */
+  shape: Array<number | null>;
 }
 
 type AttributeValue = number | number[] | string | { float: number };
@@ -68,6 +85,8 @@ type AttributeValue = number | number[] | string | { float: number };
 class GraphBuilder {
   readonly nodes: onnx.INodeProto[] = [];
   readonly initializers: onnx.ITensorProto[] = [];
+  /** Extra graph inputs added by converters (dropout masks). */
+  readonly extraInputs: MaskInput[] = [];
   private readonly used = new Set<string>();
   /** Transposed copies already made, by value name and target layout. */
   private readonly converted = new Map<string, Value>();
@@ -324,6 +343,8 @@ function activationName(config: tf.serialization.ConfigDict): string {
 interface ConversionContext {
   /** Class names of the layers that consume this layer's output in the model. */
   consumerClasses(layer: tf.layers.Layer): string[];
+  /** OnnxExportOptions.dropoutMasks. */
+  dropoutMasks: boolean;
 }
 
 type Converter = (g: GraphBuilder, layer: tf.layers.Layer, inputs: Value[], outputShape: Array<number | null>, context: ConversionContext) => Value;
@@ -584,6 +605,30 @@ const convertDense: Converter = (g, layer, [input], outputShape) => {
 
 const identity: Converter = (_g, _layer, [input]) => input as Value;
 
+/**
+ * Dropout: the identity (inference), or with OnnxExportOptions.dropoutMasks a
+ * multiplication by a mask fed as a graph input. A noise shape that keeps
+ * only the batch dimension ([null, 1, 1, 1]) broadcasts in either layout;
+ * any other mask is NHWC, so the input is brought to NHWC first.
+ */
+const convertDropout: Converter = (g, layer, [input], outputShape, context) => {
+  const config = layer.getConfig();
+  const rate = Number(config['rate'] ?? 0);
+  if (!context.dropoutMasks || !(rate > 0)) {
+    return input as Value;
+  }
+  const noise = config['noiseShape'] as Array<number | null> | null | undefined;
+  const resolved = outputShape.map((size, axis) => (axis === 0 ? null : (noise?.[axis] ?? size)));
+  if (resolved.some((size, axis) => axis > 0 && (size === null || size < 1))) {
+    throw new UnsupportedLayerError(layer.name, layer.getClassName(), `dropout mask of unknown shape ${JSON.stringify(resolved)}`);
+  }
+  const batchOnly = resolved.every((size, axis) => axis === 0 || size === 1);
+  const x = batchOnly ? (input as Value) : g.inLayout(input as Value, 'nhwc');
+  const name = g.uniqueName(`${layer.name}/mask`);
+  g.extraInputs.push({ name, layerName: layer.name, rate, shape: resolved });
+  return { ...x, name: g.node('Mul', [x.name, name], layer.name), shape: outputShape };
+};
+
 const convertFlatten: Converter = (g, layer, [input], outputShape) => {
   const x = g.inLayout(input as Value, 'nhwc');
   return { name: g.node('Flatten', [x.name], layer.name, { axis: 1 }), shape: outputShape, layout: 'nhwc' };
@@ -671,7 +716,7 @@ const CONVERTERS: Record<string, Converter> = {
   Minimum: elementwise('Min'),
   Concatenate: convertConcatenate,
   Dense: convertDense,
-  Dropout: identity,
+  Dropout: convertDropout,
   SpatialDropout1D: identity,
   Flatten: convertFlatten,
   Reshape: convertReshape,
@@ -696,7 +741,7 @@ export function modelNode(model: tf.LayersModel, layer: tf.layers.Layer): { inpu
   return { inputs: node.inputTensors, outputs: node.outputTensors };
 }
 
-function conversionContext(model: tf.LayersModel): ConversionContext {
+function conversionContext(model: tf.LayersModel, options: OnnxExportOptions): ConversionContext {
   const consumers = new Map<string, string[]>();
   for (const layer of model.layers) {
     if (layer.getClassName() === 'InputLayer') {
@@ -712,7 +757,7 @@ function conversionContext(model: tf.LayersModel): ConversionContext {
     const source = output.sourceLayer.name;
     consumers.set(source, [...(consumers.get(source) ?? []), 'output']);
   }
-  return { consumerClasses: (layer) => consumers.get(layer.name) ?? [] };
+  return { consumerClasses: (layer) => consumers.get(layer.name) ?? [], dropoutMasks: options.dropoutMasks === true };
 }
 
 /** Returns the name of the layer that produced a symbolic tensor ("input_image", "emotion_probabilities"). */
@@ -739,6 +784,11 @@ function valueInfo(name: string, shape: Array<number | null>): onnx.IValueInfoPr
  * outside SUPPORTED_CLASSES.
  */
 export function exportOnnx(model: tf.LayersModel, options: OnnxExportOptions = {}): Uint8Array {
+  return exportOnnxGraph(model, options).bytes;
+}
+
+/** exportOnnx, also returning the dropout mask inputs that OnnxExportOptions.dropoutMasks added, in layer order. */
+export function exportOnnxGraph(model: tf.LayersModel, options: OnnxExportOptions = {}): { bytes: Uint8Array; masks: MaskInput[] } {
   const g = new GraphBuilder();
   const values = new Map<number, Value>();
 
@@ -748,7 +798,7 @@ export function exportOnnx(model: tf.LayersModel, options: OnnxExportOptions = {
     return valueInfo(name, input.shape);
   });
 
-  const context = conversionContext(model);
+  const context = conversionContext(model, options);
   // Reserved first, so that the graph outputs keep the names of the tfjs outputs.
   const outputNames = model.outputs.map((output) => g.uniqueName(tensorName(output)));
 
@@ -796,12 +846,12 @@ export function exportOnnx(model: tf.LayersModel, options: OnnxExportOptions = {
       name: options.graphName ?? model.name,
       node: g.nodes,
       initializer: g.initializers,
-      input: graphInputs,
+      input: [...graphInputs, ...g.extraInputs.map((mask) => valueInfo(mask.name, mask.shape))],
       output: graphOutputs,
     },
     metadataProps: Object.entries(options.metadata ?? {}).map(([key, value]) => ({ key, value })),
   });
-  return onnx.ModelProto.encode(modelProto).finish();
+  return { bytes: onnx.ModelProto.encode(modelProto).finish(), masks: [...g.extraInputs] };
 }
 
 /** Names of the layer classes exportOnnx converts. */

@@ -44,9 +44,11 @@ export function onnxRuntimeVersion(): string | undefined {
 export interface OnnxSessionOptions {
   /** Threads of one operator; default the number of CPUs that Node.js reports. */
   intraOpThreads?: number;
+  /** Accept graph inputs after the first (dropout masks); run() then needs them in `extra`. */
+  extraInputs?: boolean;
 }
 
-/** An ONNX Runtime session for a model with one NHWC float32 input and one output. */
+/** An ONNX Runtime session for a model with one NHWC float32 input (plus, optionally, mask inputs) and one output. */
 export class OnnxModel {
   private constructor(
     private readonly ort: OrtModule,
@@ -71,15 +73,26 @@ export class OnnxModel {
     const session = typeof model === 'string' ? await ort.InferenceSession.create(model, sessionOptions) : await ort.InferenceSession.create(model, sessionOptions);
     const [inputName] = session.inputNames;
     const [outputName] = session.outputNames;
-    if (inputName === undefined || outputName === undefined || session.inputNames.length !== 1 || session.outputNames.length !== 1) {
+    const inputCountOk = options.extraInputs === true ? session.inputNames.length >= 1 : session.inputNames.length === 1;
+    if (inputName === undefined || outputName === undefined || !inputCountOk || session.outputNames.length !== 1) {
       throw new Error(`Expected an ONNX model with one input and one output; it has inputs [${session.inputNames.join(', ')}] and outputs [${session.outputNames.join(', ')}].`);
     }
     return new OnnxModel(ort, session, inputName, outputName);
   }
 
-  /** Runs a batch [n, height, width, channels] of float32 values and returns the output's values, row-major. */
-  async run(input: Float32Array, shape: [number, number, number, number]): Promise<Float32Array> {
-    const feeds = { [this.inputName]: new this.ort.Tensor('float32', input, shape) };
+  /**
+   * Runs a batch [n, height, width, channels] of float32 values and returns
+   * the output's values, row-major. `extra` feeds the other graph inputs by name.
+   */
+  async run(
+    input: Float32Array,
+    shape: [number, number, number, number],
+    extra: Record<string, { data: Float32Array; shape: number[] }> = {},
+  ): Promise<Float32Array> {
+    const feeds: Record<string, Ort.Tensor> = { [this.inputName]: new this.ort.Tensor('float32', input, shape) };
+    for (const [name, value] of Object.entries(extra)) {
+      feeds[name] = new this.ort.Tensor('float32', value.data, value.shape);
+    }
     const results = await this.session.run(feeds);
     const output = results[this.outputName];
     if (output === undefined || output.type !== 'float32') {

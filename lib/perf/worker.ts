@@ -2,7 +2,8 @@
  * One benchmark run of the toolkit, in its own process so that the peak
  * memory measured is this run's alone. `node dist/perf/worker.js CONFIG.json`
  * trains with `train()` as `fer train` does: images decoded and cached by
- * ImageStore, batches prefetched, augmentation and preprocessing per batch.
+ * ImageStore, batches prefetched, augmentation and preprocessing per batch,
+ * phase 1's frozen backbone in ONNX Runtime where the trainer uses it.
  * It then times inference on TensorFlow.js and ONNX Runtime and prints one
  * line `RESULT {json}` (a RunResult) on stdout.
  */
@@ -93,6 +94,10 @@ async function runWorker(config: RunConfig): Promise<RunResult> {
   const cacheLine = /phase 1: (backbone features are computed for every batch, not cached: .*|augmentation is off and .*)$/m.exec(trainLog)?.[1];
   if (cacheLine !== undefined) {
     notes.push(`phase 1: ${cacheLine}`);
+  }
+  const backboneLine = /phase 1: (the frozen backbone runs .*)$/m.exec(trainLog)?.[1];
+  if (backboneLine !== undefined) {
+    notes.push(`phase 1: ${backboneLine}`);
   }
 
   const run = await loadRun(runDir);

@@ -143,7 +143,15 @@ export async function loadOptimizerState(runDir: string, optimizer: tf.Optimizer
       throw new Error(`Optimizer state ${i} in ${runDir} does not match variable ${variable.name}; start a new run instead of resuming.`);
     }
   });
-  await optimizer.setWeights(entries);
+  // The moments take the names of this process's variables, which may carry other unique suffixes than the saving process's.
+  const renamed = entries.map((entry, i) => {
+    if (i === 0) {
+      return entry;
+    }
+    const variable = variables[(i - 1) % variables.length] as tf.Variable;
+    return { name: `${variable.name}/${i <= variables.length ? 'm' : 'v'}`, tensor: entry.tensor };
+  });
+  await optimizer.setWeights(renamed);
   return true;
 }
 

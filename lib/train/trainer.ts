@@ -22,8 +22,11 @@ import { findChromium, saveFiguresPng } from '../figures/export';
 import { trainingCurvesFigure } from '../figures/plots';
 import { createModel, HEAD_LAYER_PREFIX, setTrainableBlocks, trainableVariables, type FerModel } from '../models/factory';
 import { exportLayersModel, writeFileAtomic } from '../models/io';
-import { FrozenBatchNormalization, SeededDropout, seedDropout } from '../models/layers';
+import { FrozenBatchNormalization, nextDropoutMultiplier, SeededDropout, seedDropout } from '../models/layers';
+import { exportOnnxGraph, type MaskInput } from '../onnx/export';
+import { OnnxModel, onnxRuntime, onnxRuntimeError } from '../onnx/runtime';
 import { resolveDataDir, resolveRunsDir } from '../paths';
+import { GroupedAdamOptimizer } from '../perf/adam';
 import { addLogListener, log } from '../util/log';
 import { formatDuration, ProgressBar } from '../util/progress';
 import { permutation, Rng } from '../util/rng';
@@ -170,6 +173,8 @@ interface TrainBatch {
   pixels?: PixelBatch;
   /** Store indices of the images, for cached features. */
   indices: readonly number[];
+  /** Pooled backbone features [count, channels], row-major, when ONNX Runtime computed them (phase 1). */
+  features?: Float32Array;
 }
 
 /**
@@ -182,6 +187,11 @@ interface PhaseInputs {
   prepare(): Promise<void>;
   /** Starts loading the batch of `indices`; decoding of uncached images runs in sharp's thread pool meanwhile. */
   load(indices: readonly number[]): Promise<TrainBatch>;
+  /**
+   * Asynchronous work on a loaded batch before its step, after the step's
+   * augmentation and dropout seeds are set (the frozen backbone in ONNX Runtime).
+   */
+  precompute(batch: TrainBatch, rng: Rng): Promise<void>;
   /** The model input of a loaded batch, augmented and preprocessed; called inside tf.tidy. */
   input(batch: TrainBatch, rng: Rng): tf.Tensor;
   /** Class probabilities in training mode; called inside the optimizer's tape. */
@@ -217,27 +227,112 @@ function splitAtPooling(fer: FerModel): SplitAtPooling {
   };
 }
 
+/** FER_ONNX_TRAINING=off keeps phase 1's frozen backbone on the TensorFlow.js backend. */
+function onnxTrainingDisabled(): boolean {
+  return ['off', '0', 'false', 'no'].includes((process.env.FER_ONNX_TRAINING ?? '').toLowerCase());
+}
+
+/** The first batch-norm layer that uses batch statistics in training mode, if any. */
+function batchStatisticsLayer(fer: FerModel): string | undefined {
+  return fer.model.layers.find((l) => l.getClassName() === 'BatchNormalization' && !(l instanceof FrozenBatchNormalization))?.name;
+}
+
+/**
+ * Returns why phase 1 cannot run the frozen backbone in ONNX Runtime, or
+ * undefined when it can. The backbone's forward pass is then an inference
+ * graph whose only randomness, dropout, is fed in as masks.
+ */
+function onnxBackboneUnusableReason(fer: FerModel): string | undefined {
+  if (onnxTrainingDisabled()) {
+    return `disabled by FER_ONNX_TRAINING=${process.env.FER_ONNX_TRAINING}`;
+  }
+  const batchStatistics = batchStatisticsLayer(fer);
+  if (batchStatistics !== undefined) {
+    return `batch-norm layer ${batchStatistics} uses batch statistics in training mode`;
+  }
+  if (onnxRuntime() === undefined) {
+    return `onnxruntime-node cannot be loaded (${onnxRuntimeError() ?? 'unknown reason'})`;
+  }
+  return undefined;
+}
+
+/** The frozen backbone of phase 1 as an ONNX Runtime session, with its dropout layers as mask inputs. */
+interface OnnxBackbone {
+  session: OnnxModel;
+  masks: MaskInput[];
+}
+
+async function createOnnxBackbone(backbone: tf.LayersModel): Promise<OnnxBackbone> {
+  const start = performance.now();
+  const { bytes, masks } = exportOnnxGraph(backbone, { dropoutMasks: true, graphName: 'frozen_backbone' });
+  const session = await OnnxModel.create(bytes, { extraInputs: true });
+  log.info(
+    `phase 1: the frozen backbone runs in ONNX Runtime (exported in ${formatDuration((performance.now() - start) / 1000)}` +
+      `${masks.length > 0 ? `, ${masks.length} dropout layers fed seeded masks` : ''}); the head trains on TensorFlow.js. ` +
+      'FER_ONNX_TRAINING=off keeps the backbone on TensorFlow.js.',
+  );
+  return { session, masks };
+}
+
 /**
  * Batches whose pixels are converted, augmented and preprocessed, then run
  * through the whole model. In phase 1 the frozen backbone runs before the
- * optimizer's gradient tape starts, in training mode as before, so the tape
- * holds only the head. The kernels, their order and the dropout draws are
- * the same as for the whole model inside the tape, so the results are identical.
+ * optimizer's gradient tape starts, so the tape holds only the head: in
+ * ONNX Runtime where it can (onnxBackboneUnusableReason), which computes
+ * the same features several times faster than tfjs-node, otherwise on
+ * TensorFlow.js in training mode. Either way the augmentation and dropout
+ * draws are those of the whole model inside the tape, so the results agree
+ * to float rounding.
  */
 function imageInputs(ctx: RunContext, phase: 1 | 2): PhaseInputs {
   const { options, fer, train, validation } = ctx;
   const split = phase === 1 ? splitAtPooling(fer) : undefined;
+  let onnx: OnnxBackbone | undefined;
+  let onnxTried = false;
+  const augmentAndPreprocess = (pixels: PixelBatch, rng: Rng): tf.Tensor =>
+    preprocess(augmentBatch(pixelsToTensor(pixels.pixels, pixels.count, pixels.size), options.augmentation, rng), fer.backbone.preprocessing);
   return {
-    prepare: async () => {},
+    prepare: async () => {
+      if (split === undefined || onnxTried) {
+        return;
+      }
+      onnxTried = true;
+      const reason = onnxBackboneUnusableReason(fer);
+      if (reason !== undefined) {
+        log.info(`phase 1: the frozen backbone runs on TensorFlow.js, not ONNX Runtime: ${reason}.`);
+        return;
+      }
+      try {
+        onnx = await createOnnxBackbone(split.backbone);
+      } catch (error) {
+        log.warn(`phase 1: the frozen backbone runs on TensorFlow.js, because its ONNX export or session failed: ${(error as Error).message}`);
+      }
+    },
     load: async (indices) => {
       const pixels = await train.batch(indices);
       return { labels: pixels.labels, count: pixels.count, pixels, indices };
     },
-    input: (batch, rng) => {
+    precompute: async (batch, rng) => {
+      if (onnx === undefined) {
+        return;
+      }
       const pixels = batch.pixels as PixelBatch;
-      const raw = pixelsToTensor(pixels.pixels, pixels.count, pixels.size);
-      const augmented = augmentBatch(raw, options.augmentation, rng);
-      const x = preprocess(augmented, fer.backbone.preprocessing);
+      const x = tf.tidy(() => augmentAndPreprocess(pixels, rng));
+      const values = (await x.data()) as Float32Array;
+      x.dispose();
+      const extra: Record<string, { data: Float32Array; shape: number[] }> = {};
+      for (const mask of onnx.masks) {
+        const multiplier = nextDropoutMultiplier(mask.rate, [pixels.count, ...mask.shape.slice(1).map(Number)]);
+        extra[mask.name] = { data: (await multiplier.data()) as Float32Array, shape: multiplier.shape };
+        multiplier.dispose();
+      }
+      batch.features = await onnx.session.run(values, [pixels.count, pixels.size, pixels.size, 3], extra);
+    },
+    input: (batch, rng) => {
+      if (batch.features !== undefined) {
+        return tf.tensor2d(batch.features, [batch.count, batch.features.length / batch.count]);
+      }
+      const x = augmentAndPreprocess(batch.pixels as PixelBatch, rng);
       return split === undefined ? x : (split.backbone.apply(x, { training: true }) as tf.Tensor);
     },
     forward: (x) => (split === undefined ? (fer.model.apply(x, { training: true }) as tf.Tensor2D) : split.applyHead(x, true)),
@@ -248,7 +343,9 @@ function imageInputs(ctx: RunContext, phase: 1 | 2): PhaseInputs {
         label: 'validation',
         silent: options.silent,
       }),
-    dispose: () => {},
+    dispose: () => {
+      void onnx?.session.dispose();
+    },
   };
 }
 
@@ -280,9 +377,9 @@ function featureCacheUnusableReason(ctx: RunContext): string | undefined {
       'that draw new masks at every training step, so its features are not fixed'
     );
   }
-  const batchStatistics = fer.model.layers.filter((l) => l.getClassName() === 'BatchNormalization' && !(l instanceof FrozenBatchNormalization));
-  if (batchStatistics.length > 0) {
-    return `batch-norm layer ${batchStatistics[0]?.name} uses batch statistics in training mode, so its features depend on the batch`;
+  const batchStatistics = batchStatisticsLayer(fer);
+  if (batchStatistics !== undefined) {
+    return `batch-norm layer ${batchStatistics} uses batch statistics in training mode, so its features depend on the batch`;
   }
 
   const pool = fer.model.layers.find((l) => l.name === `${HEAD_LAYER_PREFIX}pool`);
@@ -337,6 +434,7 @@ function featureInputs(ctx: RunContext): PhaseInputs {
       );
     },
     load: async (indices) => ({ labels: Int32Array.from(indices, (i) => trainLabels[i] as number), count: indices.length, indices }),
+    precompute: async () => {},
     input: (batch) => tf.gather(trainFeatures as tf.Tensor2D, tf.tensor1d(Array.from(batch.indices), 'int32')),
     forward: (x) => applyHead(x, true),
     validate: async () => {
@@ -381,7 +479,8 @@ async function runPhase(
   const blocks = phase === 1 ? 0 : options.unfreezeBlocks;
   const trainableLayers = setTrainableBlocks(fer, blocks);
   const variables = trainableVariables(fer);
-  const optimizer = tf.train.adam(learningRate);
+  // tf.train.adam's arithmetic over all variables at once (lib/perf/adam.ts): a dozen kernels per step instead of about fourteen per variable.
+  const optimizer = new GroupedAdamOptimizer(learningRate);
   if (resuming && (await loadOptimizerState(options.runDir, optimizer, variables))) {
     log.info(`resume: optimizer state restored (${variables.length} variables).`);
   }
@@ -437,6 +536,7 @@ async function runPhase(
         requestBatches(step + 1);
         const rng = new Rng(options.seed, 0xa06, phase, epoch, step);
         seedDropout(options.seed, phase, epoch, step);
+        await inputs.precompute(batch, rng);
 
         let predicted: tf.Tensor | undefined;
         const loss = tf.tidy(() => {

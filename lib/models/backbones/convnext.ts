@@ -12,7 +12,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
-import { ChannelwiseConv2D, LayerScale, Normalization } from '../layers';
+import { ChannelwiseConv2D, LastAxisLayerNormalization, LayerScale, Normalization } from '../layers';
 import type { BackboneBuildOptions, BackboneSpec, BuiltBackbone } from '../types';
 import { apply, conv2d, type Sym } from './common';
 
@@ -59,7 +59,7 @@ function modelName(variant: ConvNeXtVariant): string {
 }
 
 function layerNorm(x: Sym, name: string): Sym {
-  return apply(tf.layers.layerNormalization({ name, epsilon: LAYER_NORM_EPSILON }), x);
+  return apply(new LastAxisLayerNormalization({ name, epsilon: LAYER_NORM_EPSILON }), x);
 }
 
 /**
