@@ -14,6 +14,7 @@ import { log } from '../util/log';
 import { mixSeed, Rng } from '../util/rng';
 import { apply } from './backbones/common';
 import { registerBuiltins, studyConfiguration } from './catalog';
+import { foldFrozenBatchNorm } from './fold';
 import { SeededDropout } from './layers';
 import { fetchImagenetWeights, loadKerasWeightsFile } from './keras_weights';
 import { getBackbone, getConfiguration, hasBackbone, hasConfiguration } from './registry';
@@ -43,9 +44,14 @@ export interface CreateModelOptions {
   weightsDir?: string;
   /** Cache folder of downloaded Keras weight files (see resolveKerasCacheDir). */
   kerasCacheDir?: string;
-  /** Seed of the head's initial weights. */
+  /** Seed of the head's initial weights, and of the backbone's when `weights` is 'random'. */
   seed?: number;
   classNames?: readonly string[];
+  /**
+   * Fold frozen batch-norm layers into the convolutions before them in
+   * training-mode calls (lib/models/fold.ts); default true. Inference is the same either way.
+   */
+  foldBatchNorm?: boolean;
 }
 
 export interface FerModel {
@@ -191,6 +197,9 @@ export async function createModel(nameOrConfig: string | ModelConfiguration, opt
   const { features } = options.weights === 'random' ? withSeededMathRandom(mixSeed(seed, 100), () => backbone.build(input)) : backbone.build(input);
   const output = buildHead(features, dense, dropout, classNames.length, seed);
   const model = tf.model({ inputs: input, outputs: output, name: configuration.name.replace(/[^A-Za-z0-9_]+/g, '_') });
+  if (options.foldBatchNorm ?? true) {
+    foldFrozenBatchNorm(model);
+  }
 
   const headLayers = model.layers.filter((l) => l.name.startsWith(HEAD_LAYER_PREFIX) || l.name === OUTPUT_LAYER_NAME).map((l) => l.name);
   const headSet = new Set(headLayers);

@@ -42,7 +42,9 @@ export interface FrozenBatchNormalizationArgs {
 export class FrozenBatchNormalization extends tf.layers.Layer {
   static className = 'BatchNormalization';
 
-  private readonly epsilon: number;
+  readonly epsilon: number;
+  /** The convolution this layer is folded into in training mode (lib/models/fold.ts), if any. */
+  foldedInto: string | undefined;
   private readonly momentum: number;
   private gamma!: tf.LayerVariable;
   private beta!: tf.LayerVariable;
