@@ -8,7 +8,8 @@ import { CANONICAL_CLASSES, ClassAliases } from '../classes';
 import { discoverDataset, type SplitName } from '../data/dataset';
 import { filesSharedWith, findDuplicates } from '../data/duplicates';
 import { ImageStore } from '../data/store';
-import { predictStore, writeEvaluation } from '../eval/evaluate';
+import { writeEvaluation } from '../eval/evaluate';
+import { predictStoreFast } from '../eval/fast';
 import { resolveDataDir } from '../paths';
 import {
   comparisonTable,
@@ -96,7 +97,7 @@ export function registerEvaluateCommand(program: Command): void {
         label: opts.split,
         silent: opts.quiet ?? false,
       });
-      const predictions = await predictStore(run.fer.model, store, {
+      const predictions = await predictStoreFast(run.fer.model, store, {
         batchSize: opts.batchSize,
         preprocessing: run.fer.backbone.preprocessing,
         label: opts.split,

@@ -30,6 +30,12 @@ export interface PredictOptions {
   preprocessing: PreprocessingMode;
   label?: string;
   silent?: boolean;
+  /**
+   * Computes the model's output for a preprocessed batch instead of
+   * model.predict, e.g. an ONNX Runtime session of the same model. The model
+   * still gives the output width.
+   */
+  runner?: (x: tf.Tensor4D) => Promise<Float32Array>;
 }
 
 /** Runs the model over every image of the store in order, in inference mode. */
@@ -47,9 +53,9 @@ export async function predictStore(model: tf.LayersModel, store: ImageStore, opt
     nextBatch = nextStart < n ? store.batch(range(nextStart, Math.min(nextStart + batchSize, n))) : undefined;
     const output = tf.tidy(() => {
       const x = preprocess(pixelsToTensor(batch.pixels, batch.count, batch.size), options.preprocessing);
-      return model.predict(x) as tf.Tensor;
+      return options.runner === undefined ? (model.predict(x) as tf.Tensor) : x;
     });
-    probabilities.set(await output.data(), start * numClasses);
+    probabilities.set(options.runner === undefined ? await output.data() : await options.runner(output as tf.Tensor4D), start * numClasses);
     output.dispose();
     progress.tick(batch.count);
   }

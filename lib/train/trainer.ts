@@ -23,6 +23,7 @@ import { trainingCurvesFigure } from '../figures/plots';
 import { createModel, HEAD_LAYER_PREFIX, setTrainableBlocks, trainableVariables, type FerModel } from '../models/factory';
 import { exportLayersModel, writeFileAtomic } from '../models/io';
 import { FrozenBatchNormalization, nextDropoutMultiplier, SeededDropout, seedDropout } from '../models/layers';
+import { onnxDisabled, predictStoreFast } from '../eval/fast';
 import { exportOnnxGraph, type MaskInput } from '../onnx/export';
 import { OnnxModel, onnxRuntime, onnxRuntimeError } from '../onnx/runtime';
 import { resolveDataDir, resolveRunsDir } from '../paths';
@@ -227,11 +228,6 @@ function splitAtPooling(fer: FerModel): SplitAtPooling {
   };
 }
 
-/** FER_ONNX_TRAINING=off keeps phase 1's frozen backbone on the TensorFlow.js backend. */
-function onnxTrainingDisabled(): boolean {
-  return ['off', '0', 'false', 'no'].includes((process.env.FER_ONNX_TRAINING ?? '').toLowerCase());
-}
-
 /** The first batch-norm layer that uses batch statistics in training mode, if any. */
 function batchStatisticsLayer(fer: FerModel): string | undefined {
   return fer.model.layers.find((l) => l.getClassName() === 'BatchNormalization' && !(l instanceof FrozenBatchNormalization))?.name;
@@ -243,8 +239,8 @@ function batchStatisticsLayer(fer: FerModel): string | undefined {
  * graph whose only randomness, dropout, is fed in as masks.
  */
 function onnxBackboneUnusableReason(fer: FerModel): string | undefined {
-  if (onnxTrainingDisabled()) {
-    return `disabled by FER_ONNX_TRAINING=${process.env.FER_ONNX_TRAINING}`;
+  if (onnxDisabled()) {
+    return `disabled by FER_ONNX=${process.env.FER_ONNX}`;
   }
   const batchStatistics = batchStatisticsLayer(fer);
   if (batchStatistics !== undefined) {
@@ -269,7 +265,7 @@ async function createOnnxBackbone(backbone: tf.LayersModel): Promise<OnnxBackbon
   log.info(
     `phase 1: the frozen backbone runs in ONNX Runtime (exported in ${formatDuration((performance.now() - start) / 1000)}` +
       `${masks.length > 0 ? `, ${masks.length} dropout layers fed seeded masks` : ''}); the head trains on TensorFlow.js. ` +
-      'FER_ONNX_TRAINING=off keeps the backbone on TensorFlow.js.',
+      'FER_ONNX=off keeps the backbone on TensorFlow.js.',
   );
   return { session, masks };
 }
@@ -337,7 +333,7 @@ function imageInputs(ctx: RunContext, phase: 1 | 2): PhaseInputs {
     },
     forward: (x) => (split === undefined ? (fer.model.apply(x, { training: true }) as tf.Tensor2D) : split.applyHead(x, true)),
     validate: () =>
-      predictStore(fer.model, validation, {
+      predictStoreFast(fer.model, validation, {
         batchSize: Math.max(options.batchSize, 64),
         preprocessing: fer.backbone.preprocessing,
         label: 'validation',
@@ -410,7 +406,7 @@ function featureInputs(ctx: RunContext): PhaseInputs {
   let validationFeatures: tf.Tensor2D | undefined;
 
   const extract = async (store: ImageStore, label: string): Promise<tf.Tensor2D> => {
-    const result = await predictStore(backbone, store, {
+    const result = await predictStoreFast(backbone, store, {
       batchSize: Math.max(options.batchSize, 64),
       preprocessing: fer.backbone.preprocessing,
       label: `${label} features`,
@@ -865,7 +861,7 @@ export async function train(input: TrainOptions & { resume?: string }): Promise<
     };
     if (options.evaluateTest && prepared.test !== undefined) {
       const testStore = await ImageStore.load(prepared.test, { ...storeOptions, label: 'test' });
-      const predictions = await predictStore(fer.model, testStore, {
+      const predictions = await predictStoreFast(fer.model, testStore, {
         batchSize: Math.max(options.batchSize, 64),
         preprocessing: fer.backbone.preprocessing,
         label: 'test',

@@ -1,0 +1,54 @@
+/**
+ * Prediction over an image store through an ONNX Runtime copy of the
+ * model, which runs several times faster than tfjs-node, with
+ * TensorFlow.js as the fallback. Training (validation, feature cache, test
+ * split) and `fer evaluate` use it. FER_ONNX=off keeps them on TensorFlow.js.
+ */
+import type * as tf from '@tensorflow/tfjs';
+
+import type { ImageStore } from '../data/store';
+import { exportOnnx } from '../onnx/export';
+import { OnnxModel, onnxRuntime } from '../onnx/runtime';
+import { log } from '../util/log';
+import { predictStore, type PredictOptions, type Predictions } from './evaluate';
+
+/** True when FER_ONNX is off, 0, false or no. */
+export function onnxDisabled(): boolean {
+  return ['off', '0', 'false', 'no'].includes((process.env.FER_ONNX ?? '').toLowerCase());
+}
+
+const warned = new Set<string>();
+
+/**
+ * An ONNX Runtime session of `model` as it is now, as a predictStore
+ * runner, or undefined when ONNX Runtime is off, missing or cannot take the
+ * model (the reason is logged once per `label`).
+ */
+async function onnxRunner(model: tf.LayersModel, label: string): Promise<{ run: (x: tf.Tensor4D) => Promise<Float32Array>; dispose: () => Promise<void> } | undefined> {
+  if (onnxDisabled() || onnxRuntime() === undefined) {
+    return undefined;
+  }
+  try {
+    const session = await OnnxModel.create(exportOnnx(model));
+    return {
+      run: async (x) => session.run((await x.data()) as Float32Array, x.shape),
+      dispose: () => session.dispose(),
+    };
+  } catch (error) {
+    if (!warned.has(label)) {
+      warned.add(label);
+      log.warn(`${label}: runs on TensorFlow.js, because the ONNX export or session failed: ${(error as Error).message}`);
+    }
+    return undefined;
+  }
+}
+
+/** predictStore through ONNX Runtime where possible, else through tfjs. The model is exported as it is at the call. */
+export async function predictStoreFast(model: tf.LayersModel, store: ImageStore, options: PredictOptions): Promise<Predictions> {
+  const runner = store.length > 0 ? await onnxRunner(model, options.label ?? 'prediction') : undefined;
+  try {
+    return await predictStore(model, store, { ...options, ...(runner !== undefined ? { runner: runner.run } : {}) });
+  } finally {
+    await runner?.dispose();
+  }
+}
