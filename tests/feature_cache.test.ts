@@ -151,9 +151,9 @@ describe('phase 1 feature cache', () => {
 });
 
 /*
- * EfficientNetB0 runs too, for its dropout masks' log line; with random
+ * EfficientNetB0 runs too, for its dropout masks' log line. With random
  * weights and default batch-norm statistics its pooled features are all
- * near 0, so only MobileNet's (ImageNet weights) comparison carries weight.
+ * near 0, so only MobileNet's comparison (ImageNet weights) carries weight.
  * tests/onnx_export.test.ts checks the masks themselves against tfjs.
  */
 describe.each([

@@ -471,7 +471,7 @@ describe('LastAxisLayerNormalization', () => {
   const gammaValues = randomValues(8, 31, 0.5, 1.5);
   const betaValues = randomValues(8, 32, -0.5, 0.5);
 
-  /** The same normalization from plain tfjs ops, differentiated by tfjs. */
+  /** Computes the same normalization from plain tfjs ops, which tfjs differentiates itself. */
   function reference(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
     const { mean, variance } = tf.moments(x, -1, true);
     return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-6))), gamma), beta);

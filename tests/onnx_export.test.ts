@@ -256,7 +256,7 @@ describe('ONNX export with dropout masks', () => {
     fer.model.dispose();
   });
 
-  it('adds one mask input per dropout layer with a rate above 0, in layer order', () => {
+  it('adds one mask per dropout layer', () => {
     const { masks } = exportOnnxGraph(features, { dropoutMasks: true });
     const expected = features.layers.filter((l) => l instanceof SeededDropout && l.rate > 0).map((l) => l.name);
     expect(expected.length).toBeGreaterThan(5);

@@ -20,9 +20,9 @@ export function onnxDisabled(): boolean {
 const warned = new Set<string>();
 
 /**
- * An ONNX Runtime session of `model` as it is now, as a predictStore
- * runner, or undefined when ONNX Runtime is off, missing or cannot take the
- * model (the reason is logged once per `label`).
+ * Exports `model` as it is now and wraps an ONNX Runtime session of it as a
+ * predictStore runner. Returns undefined when ONNX Runtime is off, missing
+ * or cannot take the model, and logs the reason once per `label`.
  */
 async function onnxRunner(model: tf.LayersModel, label: string): Promise<{ run: (x: tf.Tensor4D) => Promise<Float32Array>; dispose: () => Promise<void> } | undefined> {
   if (onnxDisabled() || onnxRuntime() === undefined) {

@@ -11,8 +11,8 @@
  *
  * Inference-mode calls (predict, evaluation, Grad-CAM, export) are left as
  * they are, so every layer's output there is exactly what it was. In
- * training mode the convolution's own output is the normalized one and the
- * batch-norm layer passes it on unchanged; no code reads the convolution's
+ * training mode the convolution's own output is already normalized, and the
+ * batch-norm layer passes it on unchanged. No code reads the convolution's
  * output alone in training mode.
  */
 import * as tf from '@tensorflow/tfjs';

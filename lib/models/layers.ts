@@ -109,7 +109,7 @@ export interface LastAxisLayerNormalizationArgs {
  * Layer normalization over the last axis with gamma and beta, as Keras's
  * LayerNormalization(axis=-1) in ConvNeXt. tfjs-layers' own layer tiles its
  * mean, variance, gamma and beta to the input's full shape before calling
- * batchNorm, and tfjs's gradient of Tile adds one slice per repeated row: a
+ * batchNorm, and tfjs's gradient of Tile adds one slice per repeated row. A
  * fine-tuning step of ConvNeXtTiny at 64 px and batch 8 ran about 44,000
  * Slice and 44,000 Add kernels for it. This layer computes
  * y = (x - mean) / sqrt(var + eps) * gamma + beta with broadcasting and a
@@ -232,10 +232,10 @@ export function seedDropout(seed: number, ...stream: number[]): void {
 }
 
 /**
- * The multiplier that the next SeededDropout call would apply: 0 or
- * 1 / (1 - rate) in `shape`, drawn from the same seed stream and with
- * tf.dropout's arithmetic, so a graph that multiplies by it (an ONNX export
- * with dropout masks) drops what the tfjs layer would have dropped.
+ * Draws the multiplier that the next SeededDropout call would apply: 0 or
+ * 1 / (1 - rate) in `shape`, from the same seed stream and with
+ * tf.dropout's arithmetic. A graph that multiplies by it (an ONNX export
+ * with dropout masks) therefore drops what the tfjs layer would have dropped.
  */
 export function nextDropoutMultiplier(rate: number, shape: number[]): tf.Tensor {
   const keep = 1 - rate;

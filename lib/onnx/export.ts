@@ -608,8 +608,8 @@ const identity: Converter = (_g, _layer, [input]) => input as Value;
 /**
  * Dropout: the identity (inference), or with OnnxExportOptions.dropoutMasks a
  * multiplication by a mask fed as a graph input. A noise shape that keeps
- * only the batch dimension ([null, 1, 1, 1]) broadcasts in either layout;
- * any other mask is NHWC, so the input is brought to NHWC first.
+ * only the batch dimension ([null, 1, 1, 1]) broadcasts in either layout.
+ * Any other mask is NHWC, so the input is brought to NHWC first.
  */
 const convertDropout: Converter = (g, layer, [input], outputShape, context) => {
   const config = layer.getConfig();

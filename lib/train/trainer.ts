@@ -228,7 +228,7 @@ function splitAtPooling(fer: FerModel): SplitAtPooling {
   };
 }
 
-/** The first batch-norm layer that uses batch statistics in training mode, if any. */
+/** Returns the name of the first batch-norm layer that uses batch statistics in training mode, if any. */
 function batchStatisticsLayer(fer: FerModel): string | undefined {
   return fer.model.layers.find((l) => l.getClassName() === 'BatchNormalization' && !(l instanceof FrozenBatchNormalization))?.name;
 }
