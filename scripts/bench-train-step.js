@@ -120,6 +120,11 @@ async function main() {
   const byKernel = new Map();
   let kernelMs = 0;
   for (const kernel of profile.kernels) {
+    // tf.profile lists an op's scope ("fusedConv2d__op", "unnamed scope" of a custom gradient) as well as the
+    // kernels it runs inside; counting both would count the same time twice.
+    if (kernel.name.endsWith('__op') || kernel.name === 'unnamed scope') {
+      continue;
+    }
     const ms = typeof kernel.kernelTimeMs === 'number' ? kernel.kernelTimeMs : 0;
     const entry = byKernel.get(kernel.name) ?? { ms: 0, count: 0 };
     entry.ms += ms;
@@ -127,7 +132,11 @@ async function main() {
     byKernel.set(kernel.name, entry);
     kernelMs += ms;
   }
-  process.stdout.write(`one profiled step: ${profile.kernels.length} kernels, ${kernelMs.toFixed(1)} ms in kernels (the rest of the step is overhead)\n`);
+  const kernelCount = [...byKernel.values()].reduce((sum, e) => sum + e.count, 0);
+  process.stdout.write(
+    `one profiled step: ${kernelCount} kernels, ${kernelMs.toFixed(1)} ms in kernels. Profiling adds its own time, so compare ` +
+      'this with the unprofiled step above; the difference is JavaScript and binding overhead.\n',
+  );
   [...byKernel.entries()]
     .sort((a, b) => b[1].ms - a[1].ms)
     .slice(0, 20)

@@ -88,8 +88,21 @@ describe('bad input', () => {
 
   it('rejects a non-integer limit', () => {
     const result = fer(['train', '--limit-train', 'many']);
-    expect(result.status).not.toBe(0);
+    expect(result.status).toBe(2);
     expect(result.stderr).toContain('"many" is not an integer');
+  });
+
+  it('exits with 2 on an unknown option', () => {
+    const result = fer(['evaluate', '--no-such-option']);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain("unknown option '--no-such-option'");
+  });
+
+  it('prints the package version', () => {
+    const result = fer(['--version']);
+    expect(result.status).toBe(0);
+    const version = (JSON.parse(fs.readFileSync(path.resolve('package.json'), 'utf8')) as { version: string }).version;
+    expect(result.stdout.trim()).toBe(version);
   });
 
   it('rejects a folder that is no run', () => {

@@ -179,6 +179,12 @@ describe.each([
     expect(trainLog(tfjsDir)).toMatch(/runs on TensorFlow.js, not ONNX Runtime: disabled by FER_ONNX=off/);
   });
 
+  it.runIf(compare)('rejects an unknown FER_ONNX value', async () => {
+    await expect(withEnv({ FER_ONNX: 'disable' }, () => train(headOnlyRun(path.join(WORK, 'bad-onnx-value'))))).rejects.toThrow(
+      'Invalid FER_ONNX value "disable"',
+    );
+  });
+
   it.runIf(compare)('gives the losses, metrics and head weights of the TensorFlow.js path', async () => {
     expectSameHistory(onOnnx, onTfjs);
     expect(await maxWeightDifference(onnxDir, tfjsDir)).toBeLessThan(1e-5);

@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 /** The `fer` command line: train, evaluate and inspect facial emotion recognition models. */
-import { Command, Option } from 'commander';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { Command, CommanderError, Option } from 'commander';
 
 import { setLogLevel } from '../util/log';
 import { registerBenchCommand } from './bench_command';
@@ -11,10 +14,24 @@ import { registerModelsCommand } from './models_command';
 import { registerPredictCommand } from './predict_command';
 import { registerTrainCommand } from './train_command';
 
+/** Exit status of a usage error (an unknown command or option, an invalid or missing argument); 1 means the command failed. */
+export const USAGE_EXIT_CODE = 2;
+
+function packageVersion(): string {
+  const file = path.join(__dirname, '..', '..', 'package.json');
+  return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
+}
+
 export function buildProgram(): Command {
   const program = new Command();
   program
     .name('fer')
+    .version(packageVersion(), '-V, --version', 'print the version of fer-toolkit')
+    // Set before the commands are added, so that every command inherits it. Commander has already
+    // printed the help, version or error message; only the exit status of usage errors changes.
+    .exitOverride((error: CommanderError) => {
+      process.exit(error.exitCode === 0 ? 0 : USAGE_EXIT_CODE);
+    })
     .description('Facial emotion recognition with transfer learning: train, evaluate and explain CNN models on labelled face folders.')
     .addOption(new Option('--log-level <level>', 'log detail').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .hook('preAction', (command) => {

@@ -1,5 +1,5 @@
 /** `fer predict`: find the faces in photos, classify each with a trained run, and write records and annotated copies. */
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 
 import { initBackend, type BackendPreference } from '../backend';
 import { predictFiles } from '../predict/batch';
@@ -111,10 +111,6 @@ export function registerPredictCommand(program: Command): void {
     .option('--explain', 'write a Grad-CAM overlay per face (<image name>.face<N>.gradcam.png in the output folder; needs --out)')
     .addOption(new Option('--backend <name>', 'TensorFlow.js backend (default: auto)').choices(['auto', 'node-gpu', 'node', 'wasm', 'cpu']))
     .option('-q, --quiet', 'no progress bar')
-    .exitOverride((error: CommanderError) => {
-      // Commander has already printed the help or the error message; only the exit status of usage errors changes.
-      process.exit(error.exitCode === 0 ? 0 : USAGE_EXIT_CODE);
-    })
     .action(async (runDir: string, inputs: string[], opts: PredictCliOptions) => {
       if (opts.explain === true && opts.out === undefined) {
         throw usageError('--explain writes overlay images and needs an output folder; add --out <dir>.');

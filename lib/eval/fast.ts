@@ -12,9 +12,19 @@ import { OnnxModel, onnxRuntime } from '../onnx/runtime';
 import { log } from '../util/log';
 import { predictStore, type PredictOptions, type Predictions } from './evaluate';
 
-/** True when FER_ONNX is off, 0, false or no. */
+/** True when FER_ONNX is off, 0, false or no; false when it is unset, on, 1, true or yes. Throws for any other value. */
 export function onnxDisabled(): boolean {
-  return ['off', '0', 'false', 'no'].includes((process.env.FER_ONNX ?? '').toLowerCase());
+  const value = (process.env.FER_ONNX ?? '').trim().toLowerCase();
+  if (['off', '0', 'false', 'no'].includes(value)) {
+    return true;
+  }
+  if (['', 'on', '1', 'true', 'yes'].includes(value)) {
+    return false;
+  }
+  throw new Error(
+    `Invalid FER_ONNX value "${process.env.FER_ONNX}": set it to off to keep training and evaluation on TensorFlow.js, ` +
+      'or to on (or leave it unset) to use ONNX Runtime where possible.',
+  );
 }
 
 const warned = new Set<string>();

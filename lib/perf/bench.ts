@@ -301,7 +301,7 @@ export function formatReport(report: BenchReport): string {
   lines.push(`Peak: ${report.peakGflops.toFixed(1)} GFLOP/s nominal = ${machine.assumption}; measured 2048x2048 matMul on tfjs-node: ${report.matMulGflops.toFixed(1)} GFLOP/s.`);
   lines.push(
     `Settings: batch ${options.batchSize}, ${options.trainImages} training images, ${options.epochs} epochs per phase (the first is warm-up), ` +
-      `phase 2 unfreezes ${options.unfreeze} blocks, augmentation ${options.augment ? 'on' : 'off'}, ${options.repeats} repeats.`,
+      `phase 2 unfreezes ${options.unfreeze} blocks, augmentation ${options.augment ? 'on' : 'off'}, ${options.repeats} ${options.repeats === 1 ? 'repeat' : 'repeats'}.`,
   );
   const firstOurs = report.runs.find((r) => r.framework === 'ours' && r.result !== undefined)?.result;
   const firstKeras = report.runs.find((r) => r.framework === 'keras' && r.result !== undefined)?.result;
@@ -415,10 +415,27 @@ export function formatReport(report: BenchReport): string {
     failures.forEach((r) => lines.push(`- repeat ${r.repeat}, ${r.backbone}@${r.inputSize}, ${r.framework}: ${r.error}`));
     lines.push('');
   }
-  const notes = new Set(report.runs.flatMap((r) => (r.result?.notes ?? []).map((n) => `${r.framework} ${r.backbone}@${r.inputSize}: ${n.replace(/[\d.]+ s$/, '... s')}`)));
+  // Notes that differ only in a trailing time ("... 0.4 s") are merged into one line with the range over repeats.
+  const notes = new Map<string, number[]>();
+  for (const r of report.runs) {
+    for (const note of r.result?.notes ?? []) {
+      const time = /([\d.]+) s$/.exec(note);
+      const key = `${r.framework} ${r.backbone}@${r.inputSize}: ${time === null ? note : note.slice(0, time.index)}`;
+      const seconds = notes.get(key) ?? [];
+      if (time !== null) {
+        seconds.push(Number(time[1]));
+      }
+      notes.set(key, seconds);
+    }
+  }
   if (notes.size > 0) {
     lines.push('### Notes from the runs', '');
-    notes.forEach((n) => lines.push(`- ${n}`));
+    notes.forEach((seconds, key) => {
+      const low = Math.min(...seconds);
+      const high = Math.max(...seconds);
+      const range = seconds.length === 0 ? '' : low === high ? `${low} s` : `${low}-${high} s`;
+      lines.push(`- ${key}${range}`);
+    });
     lines.push('');
   }
   return lines.join('\n');

@@ -71,6 +71,11 @@ interface InterruptControl {
 
 const EPSILON = 1e-7;
 
+/** Formats a count with its noun: "1 epoch", "2 epochs". */
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
 /** Training batches loaded ahead of the one in use. */
 const PREFETCH_BATCHES = 2;
 
@@ -482,7 +487,7 @@ async function runPhase(
   }
   log.info(
     `phase ${phase}: ${phase === 1 ? 'head only, backbone frozen' : `fine-tuning ${blocks === 'all' ? 'all' : blocks} backbone blocks (${trainableLayers} layers)`}, ` +
-      `Adam ${learningRate}, up to ${epochs} epochs, batch ${options.batchSize}, ${variables.length} trainable tensors.`,
+      `Adam ${learningRate}, up to ${plural(epochs, 'epoch')}, batch ${options.batchSize}, ${variables.length} trainable tensors.`,
   );
   const inputs = phaseInputs(ctx, phase);
 
@@ -638,8 +643,8 @@ async function runPhase(
         break;
       }
       if (state.epochsWithoutImprovement >= options.patience) {
-        state.stopReasons.push(`phase ${phase}: early stop after ${options.patience} epochs without a better validation macro-F1`);
-        log.info(`phase ${phase}: early stop; no better validation macro-F1 for ${options.patience} epochs.`);
+        state.stopReasons.push(`phase ${phase}: early stop after ${plural(options.patience, 'epoch')} without a better validation macro-F1`);
+        log.info(`phase ${phase}: early stop; no better validation macro-F1 for ${plural(options.patience, 'epoch')}.`);
         break;
       }
       if (interrupt.requested()) {
@@ -697,6 +702,8 @@ function checkTrainingMemory(
 }
 
 export async function train(input: TrainOptions & { resume?: string }): Promise<TrainResult> {
+  // An invalid FER_ONNX fails here, before any data is read, instead of at the first batch.
+  onnxDisabled();
   let runDir: string;
   let requested: TrainOptions = input;
   let resuming = false;
@@ -803,7 +810,7 @@ export async function train(input: TrainOptions & { resume?: string }): Promise<
       await loadModelWeights(fer.model, path.join(runDir, 'checkpoint', 'model'));
       log.info(
         `resume: phase ${state.phase}, epoch ${state.epochInPhase}, batch ${state.step}; ` +
-          `${state.history.length} epochs done, ${formatDuration(state.trainingSeconds)} trained so far.`,
+          `${plural(state.history.length, 'epoch')} done, ${formatDuration(state.trainingSeconds)} trained so far.`,
       );
     } else {
       await writeRunFiles(ctx);
