@@ -120,8 +120,8 @@ async function main() {
   const byKernel = new Map();
   let kernelMs = 0;
   for (const kernel of profile.kernels) {
-    // tf.profile lists an op's scope ("fusedConv2d__op", "unnamed scope" of a custom gradient) as well as the
-    // kernels it runs inside; counting both would count the same time twice.
+    // tf.profile lists an op's scope ("fusedConv2d__op", or "unnamed scope" for a custom gradient) as well as
+    // the kernels it runs inside. Counting both would count the same time twice.
     if (kernel.name.endsWith('__op') || kernel.name === 'unnamed scope') {
       continue;
     }

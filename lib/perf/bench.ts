@@ -433,7 +433,10 @@ export function formatReport(report: BenchReport): string {
     notes.forEach((seconds, key) => {
       const low = Math.min(...seconds);
       const high = Math.max(...seconds);
-      const range = seconds.length === 0 ? '' : low === high ? `${low} s` : `${low}-${high} s`;
+      let range = '';
+      if (seconds.length > 0) {
+        range = low === high ? `${low} s` : `${low}-${high} s`;
+      }
       lines.push(`- ${key}${range}`);
     });
     lines.push('');
