@@ -205,4 +205,10 @@ describe('train and evaluate round trip', () => {
     expect(fromEvaluate.accuracy).toBe(fromTraining.accuracy);
     expect(fromEvaluate.logLoss).toBeCloseTo(fromTraining.logLoss, 10);
   });
+
+  it('warns before replacing the run evaluation', () => {
+    const result = fer(['evaluate', runDir, '--no-figures', '--no-duplicates']);
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stderr).toContain(`${path.join(runDir, 'evaluation', 'test')} already holds an evaluation, which this one replaces`);
+  });
 });

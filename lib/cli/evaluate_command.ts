@@ -1,4 +1,5 @@
 /** `fer evaluate`: metrics and figures of a trained run on a dataset split. */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { Command, Option } from 'commander';
@@ -90,6 +91,16 @@ export function registerEvaluateCommand(program: Command): void {
       if (run === undefined) {
         await evaluateFaceApi(selected, opts, dataDir, out, rows);
         return;
+      }
+      const trainedTestLimit = run.options.limits?.test;
+      if (opts.split === 'test' && opts.limit === undefined && trainedTestLimit !== undefined && trainedTestLimit < records.length) {
+        log.info(
+          `the run's own test evaluation used ${trainedTestLimit} of the ${records.length} test images (--limit-test); ` +
+            `this one uses all of them. Add --limit ${trainedTestLimit} to repeat the run's evaluation.`,
+        );
+      }
+      if (opts.out === undefined && fs.existsSync(path.join(out, 'metrics.json'))) {
+        log.warn(`${out} already holds an evaluation, which this one replaces. Pass --out DIR to keep it.`);
       }
       const store = await ImageStore.load(selected, {
         size: run.fer.inputSize,
