@@ -98,5 +98,10 @@ export function registerBenchCommand(program: Command): void {
       );
       process.stdout.write(formatReport(report) + '\n');
       log.info(`bench: results in ${outDir} (results.json, results.md).`);
+      const failed = report.runs.filter((r) => r.error !== undefined).length;
+      if (failed > 0) {
+        // The report is written either way. A non-zero exit status marks it as incomplete for scripts.
+        throw new Error(`${failed} of ${report.runs.length} benchmark runs failed; their reasons are under "Failed runs" in ${path.join(outDir, 'results.md')}.`);
+      }
     });
 }

@@ -116,8 +116,17 @@ function runChild(command: string, args: string[], timeoutMinutes: number): Prom
         resolve(JSON.parse(line.slice('RESULT '.length)) as RunResult);
         return;
       }
-      const reason = signal === 'SIGKILL' ? `timed out after ${timeoutMinutes} min` : `exited with ${code ?? signal}`;
-      reject(new Error(`${path.basename(args[0] ?? command)} ${reason}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`));
+      if (signal === 'SIGKILL') {
+        reject(new Error(`${path.basename(args[0] ?? command)} timed out after ${timeoutMinutes} min. Raise --timeout.`));
+        return;
+      }
+      // TensorFlow's start-up banner is not about the failure, so it is left out of the reason.
+      const banner = /^(WARNING: All log messages before absl|I0000 |.*oneDNN custom operations are on)/;
+      const lines = stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.trim() !== '' && !banner.test(l));
+      reject(new Error(`${path.basename(args[0] ?? command)} exited with ${code ?? signal}: ${lines.slice(-3).join(' | ') || 'no error output'}`));
     });
   });
 }
