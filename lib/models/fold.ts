@@ -17,9 +17,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
-import { FrozenBatchNormalization } from './layers';
+import { FrozenBatchNormalization, single, type Kwargs } from './layers';
 
-type Kwargs = Record<string, unknown>;
 type CallFunction = (inputs: tf.Tensor | tf.Tensor[], kwargs: Kwargs) => tf.Tensor | tf.Tensor[];
 
 /** The fields of tfjs-layers' Conv2D and DepthwiseConv2D that folding reads. */
@@ -47,10 +46,6 @@ function outboundCount(layer: tf.layers.Layer): number {
 function isLinear(fields: ConvFields): boolean {
   const name = fields.activation?.getClassName();
   return name === undefined || name === 'linear' || name === 'Linear';
-}
-
-function single(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-  return Array.isArray(inputs) ? (inputs[0] as tf.Tensor) : inputs;
 }
 
 /** Scale a and offset b of a frozen batch-norm layer: y = x * a + b. */
@@ -100,30 +95,17 @@ function patchPair(conv: tf.layers.Layer, className: 'Conv2D' | 'DepthwiseConv2D
       const x = single(inputs) as tf.Tensor4D;
       const { scale, offset } = affine(bn);
       const bias = fields.bias == null ? offset : tf.add(tf.mul(fields.bias.read(), scale), offset);
-      const dilations = fields.dilationRate as [number, number] | number;
+      const common = { x, strides: fields.strides as [number, number], pad: fields.padding, dataFormat: 'NHWC' as const, bias };
       if (className === 'Conv2D') {
         const kernel = (fields.kernel as tf.LayerVariable).read() as tf.Tensor4D;
-        return tf.fused.conv2d({
-          x,
-          filter: tf.mul(kernel, scale) as tf.Tensor4D,
-          strides: fields.strides as [number, number],
-          pad: fields.padding,
-          dataFormat: 'NHWC',
-          dilations,
-          bias,
-        });
+        const dilations = fields.dilationRate as [number, number] | number;
+        return tf.fused.conv2d({ ...common, filter: tf.mul(kernel, scale) as tf.Tensor4D, dilations });
       }
+      // tfjs-layers' DepthwiseConv2D ignores its dilation rate, so the folded call does too.
       const kernel = (fields.depthwiseKernel as tf.LayerVariable).read() as tf.Tensor4D;
       // Output channel c * multiplier + m comes from kernel[:, :, c, m].
       const perKernel = tf.reshape(scale, [1, 1, kernel.shape[2], kernel.shape[3]]);
-      return tf.fused.depthwiseConv2d({
-        x,
-        filter: tf.mul(kernel, perKernel) as tf.Tensor4D,
-        strides: fields.strides as [number, number],
-        pad: fields.padding,
-        dataFormat: 'NHWC',
-        bias,
-      });
+      return tf.fused.depthwiseConv2d({ ...common, filter: tf.mul(kernel, perKernel) as tf.Tensor4D });
     });
   }) as typeof conv.call;
 

@@ -16,9 +16,10 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../util/rng';
 import { relu, relu6 } from './fast_ops';
 
-type Kwargs = Record<string, unknown>;
+export type Kwargs = Record<string, unknown>;
 
-function single(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+/** Returns the first tensor of a layer's inputs. */
+export function single(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
   return Array.isArray(inputs) ? (inputs[0] as tf.Tensor) : inputs;
 }
 
