@@ -209,6 +209,6 @@ describe('train and evaluate round trip', () => {
   it('warns before replacing the run evaluation', () => {
     const result = fer(['evaluate', runDir, '--no-figures', '--no-duplicates']);
     expect(result.status, result.stderr).toBe(0);
-    expect(result.stderr).toContain(`${path.join(runDir, 'evaluation', 'test')} already holds an evaluation, which this one replaces`);
+    expect(result.stderr).toContain(`${path.join(runDir, 'evaluation', 'test')} already contains an evaluation, which this one replaces`);
   });
 });

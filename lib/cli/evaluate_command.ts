@@ -100,7 +100,7 @@ export function registerEvaluateCommand(program: Command): void {
         );
       }
       if (opts.out === undefined && fs.existsSync(path.join(out, 'metrics.json'))) {
-        log.warn(`${out} already holds an evaluation, which this one replaces. Pass --out DIR to keep it.`);
+        log.warn(`${out} already contains an evaluation, which this one replaces. Pass --out DIR to keep it.`);
       }
       const store = await ImageStore.load(selected, {
         size: run.fer.inputSize,
