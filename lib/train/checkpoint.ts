@@ -71,7 +71,15 @@ export function hasCheckpoint(runDir: string): boolean {
  * Writes the checkpoint into a fresh folder and swaps it in with renames,
  * so a crash mid-write leaves the previous checkpoint intact.
  */
-export async function saveCheckpoint(runDir: string, state: TrainState, model: tf.LayersModel, optimizer: tf.Optimizer | undefined): Promise<void> {
+/** Optimizer state as tf.Optimizer's getWeights and setWeights exchange it. */
+export type NamedTensor = { name: string; tensor: tf.Tensor };
+
+export async function saveCheckpoint(
+  runDir: string,
+  state: TrainState,
+  model: tf.LayersModel,
+  optimizer: { getWeights(): Promise<NamedTensor[]> } | undefined,
+): Promise<void> {
   const final = path.join(runDir, CHECKPOINT_DIR);
   const tmp = `${final}.tmp`;
   const old = `${final}.old`;
@@ -118,7 +126,11 @@ export async function loadModelWeights(model: tf.LayersModel, base: string): Pro
  * order. Returns false when the checkpoint holds no optimizer state (it was
  * written before the first step of a phase).
  */
-export async function loadOptimizerState(runDir: string, optimizer: tf.Optimizer, variables: readonly tf.Variable[]): Promise<boolean> {
+export async function loadOptimizerState(
+  runDir: string,
+  optimizer: { setWeights(weights: NamedTensor[]): Promise<void> },
+  variables: readonly tf.Variable[],
+): Promise<boolean> {
   const base = path.join(runDir, CHECKPOINT_DIR, 'optimizer');
   if (!fs.existsSync(`${base}.json`)) {
     return false;

@@ -20,6 +20,7 @@ import { onnxDisabled, predictStoreFast } from '../eval/fast';
 import { classificationReport } from '../eval/metrics';
 import type { ClassificationReport } from '../eval/types';
 import { findChromium, saveFiguresPng } from '../figures/export';
+import { GraphTrainStep, GraphUnsupportedError, graphBackendUnusableReason } from '../graph/train_step';
 import { trainingCurvesFigure } from '../figures/plots';
 import { createModel, HEAD_LAYER_PREFIX, setTrainableBlocks, trainableVariables, type FerModel } from '../models/factory';
 import { exportLayersModel, writeFileAtomic } from '../models/io';
@@ -40,6 +41,7 @@ import {
   loadState,
   saveBestWeights,
   saveCheckpoint,
+  type NamedTensor,
   type TrainState,
 } from './checkpoint';
 import { dataReport, prepareSplits, type PreparedSplits } from './data';
@@ -466,6 +468,48 @@ function phaseInputs(ctx: RunContext, phase: 1 | 2): PhaseInputs {
   return featureInputs(ctx);
 }
 
+/** FER_GRAPH=off runs phase 2 eagerly on tfjs-node even where the training step could run as one TensorFlow graph. */
+function graphDisabled(): boolean {
+  const value = (process.env.FER_GRAPH ?? '').trim().toLowerCase();
+  if (['off', '0', 'false', 'no'].includes(value)) {
+    return true;
+  }
+  if (['', 'on', '1', 'true', 'yes'].includes(value)) {
+    return false;
+  }
+  throw new Error(`Invalid FER_GRAPH value "${process.env.FER_GRAPH}": set it to off to run fine-tuning eagerly, or to on (or leave it unset) to run it as a TensorFlow graph where possible.`);
+}
+
+/**
+ * The fine-tuning step as one TensorFlow graph (lib/graph/train_step.ts), or
+ * undefined, with the reason logged, where it cannot run: FER_GRAPH=off, a
+ * backend other than tfjs-node, or a layer the graph does not cover.
+ */
+async function createGraphStep(ctx: RunContext, variables: tf.Variable[], learningRate: number, restored: NamedTensor[]): Promise<GraphTrainStep | undefined> {
+  const reason = graphDisabled() ? `disabled by FER_GRAPH=${process.env.FER_GRAPH}` : graphBackendUnusableReason();
+  if (reason !== undefined) {
+    log.info(`phase 2: the training step runs eagerly, not as a TensorFlow graph: ${reason}.`);
+    return undefined;
+  }
+  const start = performance.now();
+  try {
+    const step = await GraphTrainStep.create(ctx.fer.model, variables, learningRate, restored);
+    log.info(
+      `phase 2: the training step (forward, gradients, Adam) runs as one TensorFlow graph, built in ${formatDuration((performance.now() - start) / 1000)}` +
+        `${step.masks.length > 0 ? `, with ${plural(step.masks.length, 'dropout layer')} fed seeded masks` : ''}. FER_GRAPH=off runs it eagerly.`,
+    );
+    return step;
+  } catch (error) {
+    const message = (error as Error).message;
+    if (error instanceof GraphUnsupportedError) {
+      log.info(`phase 2: the training step runs eagerly, not as a TensorFlow graph: ${message}.`);
+    } else {
+      log.warn(`phase 2: the training step runs eagerly, because building its TensorFlow graph failed: ${message}`);
+    }
+    return undefined;
+  }
+}
+
 /** Trains one phase from `state` until its epochs run out, early stopping, the time budget, or an interrupt. */
 async function runPhase(
   ctx: RunContext,
@@ -482,7 +526,9 @@ async function runPhase(
   const variables = trainableVariables(fer);
   // tf.train.adam's arithmetic over all variables at once (lib/perf/adam.ts): a dozen kernels per step instead of about fourteen per variable.
   const optimizer = new GroupedAdamOptimizer(learningRate);
-  if (resuming && (await loadOptimizerState(options.runDir, optimizer, variables))) {
+  let restored: NamedTensor[] = [];
+  const capture = { setWeights: async (weights: NamedTensor[]) => void (restored = weights) };
+  if (resuming && (await loadOptimizerState(options.runDir, capture, variables))) {
     log.info(`resume: optimizer state restored (${variables.length} variables).`);
   }
   log.info(
@@ -490,6 +536,12 @@ async function runPhase(
       `Adam ${learningRate}, up to ${plural(epochs, 'epoch')}, batch ${options.batchSize}, ${variables.length} trainable tensors.`,
   );
   const inputs = phaseInputs(ctx, phase);
+  const graph = phase === 2 ? await createGraphStep(ctx, variables, learningRate, restored) : undefined;
+  if (graph === undefined && restored.length > 0) {
+    await optimizer.setWeights(restored);
+  }
+  /** Where the optimizer state lives: the graph's session, or the eager optimizer. */
+  const optimizerState = graph ?? optimizer;
 
   const n = train.length;
   const batchSize = options.batchSize;
@@ -545,6 +597,14 @@ async function runPhase(
           const labels = tf.tensor1d(batch.labels, 'int32');
           const oneHot = tf.oneHot(labels, fer.classNames.length).toFloat() as tf.Tensor2D;
           const sampleWeights = weightTensor === undefined ? undefined : (tf.gather(weightTensor, labels) as tf.Tensor1D);
+          if (graph !== undefined) {
+            // The graph's loss is sum(targets * -log p): targets carry each sample's weight and the division by the batch size.
+            const perSample = sampleWeights === undefined ? tf.scalar(1 / batch.count) : tf.div(tf.reshape(sampleWeights, [-1, 1]), batch.count);
+            const masks = graph.masks.map((mask) => nextDropoutMultiplier(mask.rate, [batch.count, ...mask.shape]));
+            const out = graph.run(x, tf.mul(oneHot, perSample) as tf.Tensor2D, masks);
+            predicted = tf.keep(out.predicted);
+            return out.loss;
+          }
           return optimizer.minimize(
             () => {
               const probabilities = inputs.forward(x);
@@ -582,7 +642,8 @@ async function runPhase(
         const sessionSeconds = state.trainingSeconds + state.partial.seconds;
         interrupt.onStep();
         if (interrupt.requested()) {
-          await saveCheckpoint(options.runDir, state, fer.model, optimizer);
+          graph?.syncToModel();
+          await saveCheckpoint(options.runDir, state, fer.model, optimizerState);
           throw new TrainingInterruptedError(options.runDir);
         }
         if (sessionSeconds > budgetSeconds && step + 1 < stepsPerEpoch) {
@@ -592,11 +653,13 @@ async function runPhase(
           break;
         }
         if ((performance.now() - lastCheckpoint) / 60000 >= options.checkpointMinutes && step + 1 < stepsPerEpoch) {
-          await saveCheckpoint(options.runDir, state, fer.model, optimizer);
+          graph?.syncToModel();
+          await saveCheckpoint(options.runDir, state, fer.model, optimizerState);
           lastCheckpoint = performance.now();
         }
       }
       progress.finish();
+      graph?.syncToModel();
 
       const trainSeconds = (performance.now() - epochStart) / 1000;
       const predictions = await inputs.validate();
@@ -636,7 +699,7 @@ async function runPhase(
           `${formatDuration(seconds)}, ${record.imagesPerSecond.toFixed(1)} img/s${improved ? ' | best so far' : ''}`,
       );
       await writeHistory(options.runDir, state.history);
-      await saveCheckpoint(options.runDir, state, fer.model, optimizer);
+      await saveCheckpoint(options.runDir, state, fer.model, optimizerState);
       lastCheckpoint = performance.now();
 
       if (truncated) {
@@ -653,6 +716,7 @@ async function runPhase(
     }
   } finally {
     optimizer.dispose();
+    await graph?.dispose();
     weightTensor?.dispose();
     inputs.dispose();
   }
@@ -702,8 +766,9 @@ function checkTrainingMemory(
 }
 
 export async function train(input: TrainOptions & { resume?: string }): Promise<TrainResult> {
-  // An invalid FER_ONNX fails here, before any data is read, instead of at the first batch.
+  // An invalid FER_ONNX or FER_GRAPH fails here, before any data is read, instead of at the first batch.
   onnxDisabled();
+  graphDisabled();
   let runDir: string;
   let requested: TrainOptions = input;
   let resuming = false;
