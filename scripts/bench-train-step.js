@@ -10,6 +10,7 @@
  * Usage: npm run build && node scripts/bench-train-step.js BACKBONE SIZE [PHASE 1|2] [STEPS] [BATCH]
  * Example: node scripts/bench-train-step.js MobileNetV2 64 2 5 32
  * FER_BENCH_ADAM=tfjs uses tf.train.adam instead of the trainer's GroupedAdamOptimizer.
+ * In phase 2 it also times the trainer's graph step (lib/graph/train_step.ts) on the same inputs.
  */
 const tf = require('@tensorflow/tfjs');
 
@@ -18,6 +19,7 @@ const { augmentBatch, STUDY_AUGMENTATION } = require('../dist/data/augment');
 const { pixelsToTensor, preprocess } = require('../dist/data/preprocess');
 const { createModel, setTrainableBlocks, trainableVariables } = require('../dist/models/factory');
 const { GroupedAdamOptimizer } = require('../dist/perf/adam');
+const { GraphTrainStep } = require('../dist/graph/train_step');
 const { setLogLevel } = require('../dist/util/log');
 const { Rng } = require('../dist/util/rng');
 
@@ -109,6 +111,30 @@ async function main() {
       `input ${mean(timings.input).toFixed(1)} ms, forward ${mean(timings.forward).toFixed(1)} ms, forward+backward ${mean(timings.forwardBackward).toFixed(1)} ms, ` +
       `step with Adam ${stepMs.toFixed(1)} ms (${((batch / (stepMs + mean(timings.input))) * 1000).toFixed(1)} img/s)\n`,
   );
+
+  if (phase === 2) {
+    // The trainer's fine-tuning step as one TensorFlow graph (lib/graph/train_step.ts), on the same inputs.
+    const graph = await GraphTrainStep.create(fer.model, variables, learningRate, []);
+    const targets = tf.div(oneHot, batch);
+    const masks = graph.masks.map((m) => tf.ones([batch, ...m.shape]));
+    const graphMs = [];
+    for (let i = 0; i < steps + 2; i++) {
+      const x = input();
+      await x.data();
+      const start = performance.now();
+      const out = graph.run(x, targets, masks);
+      await out.loss.data();
+      if (i >= 2) {
+        graphMs.push(performance.now() - start);
+      }
+      tf.dispose([x, out.loss, out.predicted]);
+    }
+    await graph.dispose();
+    process.stdout.write(
+      `graph step (forward, backward and Adam in one TensorFlow graph): ${mean(graphMs).toFixed(1)} ms ` +
+        `(${((batch / (mean(graphMs) + mean(timings.input))) * 1000).toFixed(1)} img/s with input)\n`,
+    );
+  }
 
   const x = input();
   const profile = await tf.profile(async () => {

@@ -46,7 +46,7 @@ function relativeDifference(a: tf.Tensor, b: tf.Tensor): number {
   return tf.tidy(() => (tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] as number) / Math.max(1e-12, tf.max(tf.abs(b)).dataSync()[0] as number));
 }
 
-/** The trainer's loss: mean categorical cross-entropy of clipped probabilities. */
+/** Computes the trainer's loss: mean categorical cross-entropy of clipped probabilities. */
 function crossEntropy(oneHot: tf.Tensor2D, probabilities: tf.Tensor2D): tf.Scalar {
   return tf.mean(tf.neg(tf.sum(tf.mul(oneHot, tf.log(tf.clipByValue(probabilities, 1e-7, 1 - 1e-7))), 1)));
 }

@@ -1,10 +1,11 @@
 /**
- * Fine-tuning with the graph training step (lib/graph/train_step.ts) against
- * the eager step (FER_GRAPH=off), in the whole trainer: a small seeded
+ * Training with graph steps (lib/graph/train_step.ts: the head on pooled
+ * features in phase 1, the whole model in phase 2) against eager steps
+ * (FER_GRAPH=off), in the whole trainer: a small seeded
  * FER-2013 subset with augmentation and balanced class weights, MobileNet
  * with ImageNet weights and its top two blocks unfrozen. Both runs must log
  * which path ran and agree in every epoch's losses and metrics; the graph
- * run's phase 2 must also resume exactly after an interrupt.
+ * run must also resume exactly after an interrupt in phase 2.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -78,10 +79,12 @@ afterAll(() => {
   fs.rmSync(WORK, { recursive: true, force: true });
 });
 
-describe('phase 2 as one TensorFlow graph', () => {
+describe('training steps as TensorFlow graphs', () => {
   it('logs which path ran', () => {
     expect(trainLog(graphDir)).toMatch(/phase 2: the training step \(forward, gradients, Adam\) runs as one TensorFlow graph, built in .*1 dropout layer fed seeded masks/);
     expect(trainLog(eagerDir)).toMatch(/phase 2: the training step runs eagerly, not as a TensorFlow graph: disabled by FER_GRAPH=off/);
+    expect(trainLog(graphDir)).toMatch(/phase 1: the head's training step \(forward, gradients, Adam\) runs as one TensorFlow graph, built in .*1 dropout layer fed seeded masks/);
+    expect(trainLog(eagerDir)).toMatch(/phase 1: the head's training step runs eagerly, not as a TensorFlow graph: disabled by FER_GRAPH=off/);
   });
 
   it('gives the losses and metrics of the eager step', () => {

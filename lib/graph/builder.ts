@@ -51,7 +51,7 @@ export class TfGraph {
     return name;
   }
 
-  /** A node with one float (or `dtype`) output of `shape`; `grad` and `backward` put it on the tape. */
+  /** Adds a node with one float (or `dtype`) output of `shape`; with `backward` and an input that needs a gradient, it goes on the tape. */
   op(op: string, base: string, inputs: Sym[], attrs: { [key: string]: Attr }, shape: number[], backward?: Backward, dtype: DataType = DT.float): Sym {
     const grad = backward !== undefined && inputs.some((i) => i.grad);
     const output: Sym = { name: this.add(op, base, inputs, attrs), shape, dtype, grad };
@@ -79,7 +79,7 @@ export class TfGraph {
     return { name: this.add('Placeholder', name, [], { dtype: T(dtype), shape: { shape } }), shape, dtype, grad: false };
   }
 
-  /** A resource variable handle; read it with `read`. */
+  /** Adds a resource variable handle; `read` reads it. */
   variable(name: string, shape: number[]): string {
     return this.add('VarHandleOp', name, [], { dtype: T(), shape: { shape }, shared_name: { s: name }, container: { s: '' } });
   }
@@ -97,10 +97,15 @@ export class TfGraph {
   binary(op: 'AddV2' | 'Mul' | 'Sub', base: string, a: Sym, b: Sym): Sym {
     const shape = broadcastShape(a.shape, b.shape);
     return this.op(op, base, [a, b], { T: T() }, shape, (dy) => {
-      const da = a.grad ? (op === 'Mul' ? this.binary('Mul', `${base}/grad_a`, dy, b) : dy) : undefined;
+      let da: Sym | undefined;
       let db: Sym | undefined;
-      if (b.grad) {
-        db = op === 'Mul' ? this.binary('Mul', `${base}/grad_b`, dy, a) : op === 'Sub' ? this.unary('Neg', `${base}/grad_b`, dy) : dy;
+      if (a.grad) {
+        da = op === 'Mul' ? this.binary('Mul', `${base}/grad_a`, dy, b) : dy;
+      }
+      if (b.grad && op === 'Mul') {
+        db = this.binary('Mul', `${base}/grad_b`, dy, a);
+      } else if (b.grad) {
+        db = op === 'Sub' ? this.unary('Neg', `${base}/grad_b`, dy) : dy;
       }
       return [da === undefined ? undefined : this.reduceTo(da, a.shape), db === undefined ? undefined : this.reduceTo(db, b.shape)];
     });

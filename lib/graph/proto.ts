@@ -87,7 +87,7 @@ export class Message {
     return this;
   }
 
-  /** A packed repeated varint field. */
+  /** Writes a packed repeated varint field. */
   packed(field: number, values: number[]): this {
     const inner = new Message();
     for (const v of values) {
@@ -96,7 +96,7 @@ export class Message {
     return this.message(field, inner);
   }
 
-  /** One entry of a map<string, Message> field. */
+  /** Writes one entry of a map<string, Message> field. */
   mapEntry(field: number, key: string, value: Message): this {
     return this.message(field, new Message().string(1, key).message(2, value));
   }

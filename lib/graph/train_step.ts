@@ -1,17 +1,18 @@
 /**
- * The whole training step of a FER model as one TensorFlow graph: forward
- * pass in training mode, categorical cross-entropy, gradients and the Adam
- * update, run by TensorFlow's graph executor through tfjs-node's SavedModel
- * session instead of one eager kernel call at a time.
+ * A training step as one TensorFlow graph: forward pass in training mode,
+ * categorical cross-entropy, gradients and the Adam update, run by
+ * TensorFlow's graph executor through tfjs-node's SavedModel session instead
+ * of one eager kernel call at a time. The trainer builds it for the whole
+ * model in phase 2 and for the head on pooled features in phase 1.
  *
  * tfjs-node executes each operation eagerly, which costs JavaScript and
  * binding time per kernel and gives TensorFlow no chance to fuse or schedule
  * operations. Keras runs the same step as a graph (tf.function). This module
- * writes that graph from the tfjs layers model: frozen weights become
- * constants (frozen batch norm folded into the preceding convolution, as
- * lib/models/fold.ts does on tfjs), trained weights and their Adam moments
- * become resource variables, and the gradients come from TensorFlow's
- * gradient kernels (lib/graph/builder.ts). The graph is saved as a SavedModel
+ * writes that graph from the tfjs layers model. Frozen weights become
+ * constants, with frozen batch norm folded into the preceding convolution as
+ * lib/models/fold.ts does on tfjs. Trained weights and their Adam moments
+ * become resource variables. The gradients come from TensorFlow's gradient
+ * kernels (lib/graph/builder.ts). The graph is saved as a SavedModel
  * in a temporary folder and loaded once; its signatures share one session:
  *
  * - "load" assigns the trained weights and the Adam moments,
@@ -77,7 +78,7 @@ function weightOf(layer: tf.layers.Layer, short: string): tf.LayerVariable | und
   return layer.weights.find((w) => (w.originalName.split('/').pop() as string).replace(/_\d+$/, '') === short);
 }
 
-/** A layer weight as a graph tensor: the trained variable's read, or a constant. */
+/** Returns a layer weight as a graph tensor: the trained variable's read, or a constant. */
 function weightSym(ctx: Context, layer: tf.layers.Layer, short: string): { sym: Sym; values: Float32Array } | undefined {
   const weight = weightOf(layer, short);
   if (weight === undefined) {
@@ -166,6 +167,7 @@ function convolution(ctx: Context, layer: tf.layers.Layer, x: Sym, outShape: num
     data_format: { s: 'NHWC' },
     dilations: { ints: [1, dh, dw, 1] },
   };
+
   const kernelShape = kernel.sym.shape;
   const bn = ctx.folds.get(layer.name);
   let w = kernel.sym;
@@ -189,6 +191,7 @@ function convolution(ctx: Context, layer: tf.layers.Layer, x: Sym, outShape: num
       b = g.constant(`${layer.name}/folded_bias`, bias.values.map((v, i) => v * (scale[i] as number) + (offset[i] as number)), [offset.length]);
     }
   }
+
   const op = depthwise ? 'DepthwiseConv2dNative' : 'Conv2D';
   const filterSizes = g.intConstant(`${layer.name}/filter_sizes`, kernelShape);
   const y: Sym = g.op(op, layer.name, [x, w], attrs, outShape, (dy) => [
@@ -544,7 +547,7 @@ export function graphBackendUnusableReason(): string | undefined {
 
 /**
  * One model's training step in a TensorFlow session. Create it with
- * GraphTrainStep.create after the tfjs model holds the weights to start from;
+ * GraphTrainStep.create once the tfjs model has the weights to start from;
  * call syncToModel before reading the tfjs model (validation, checkpoints).
  */
 export class GraphTrainStep {
@@ -613,7 +616,7 @@ export class GraphTrainStep {
   private load(moments: readonly NamedTensor[]): void {
     const count = this.variables.length;
     if (moments.length !== 0 && moments.length !== 2 * count) {
-      throw new Error(`Graph trainer: the optimizer state holds ${moments.length} moments for ${count} variables.`);
+      throw new Error(`Graph training step: the optimizer state has ${moments.length} moments for ${count} variables; expected ${2 * count} or none.`);
     }
     const feeds: tf.NamedTensorMap = {};
     const zeros: tf.Tensor[] = [];
@@ -636,7 +639,7 @@ export class GraphTrainStep {
   }
 
   /**
-   * One training step. `targets` holds each sample's one-hot label times its
+   * Runs one training step. `targets` has each sample's one-hot label times its
    * weight divided by the batch size, so that the loss is the batch mean.
    * `masks` are the dropout multipliers in the order of `this.masks`.
    */
@@ -672,7 +675,7 @@ export class GraphTrainStep {
     Object.values(out).forEach((t) => t.dispose());
   }
 
-  /** The Adam state in GroupedAdamOptimizer's checkpoint layout. */
+  /** Returns the Adam state in GroupedAdamOptimizer's checkpoint layout. */
   async getWeights(): Promise<NamedTensor[]> {
     const out = this.sessions.state.predict({});
     const result: NamedTensor[] = [{ name: 'iter', tensor: tf.scalar(this.iterations, 'int32') }];

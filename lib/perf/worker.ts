@@ -99,6 +99,14 @@ async function runWorker(config: RunConfig): Promise<RunResult> {
   if (backboneLine !== undefined) {
     notes.push(`phase 1: ${backboneLine}`);
   }
+  for (const [phase, line] of [
+    [1, /phase 1: (the head's training step .*)$/m.exec(trainLog)?.[1]],
+    [2, /phase 2: (the training step .*)$/m.exec(trainLog)?.[1]],
+  ] as const) {
+    if (line !== undefined) {
+      notes.push(`phase ${phase}: ${line}`);
+    }
+  }
 
   const run = await loadRun(runDir);
   const model = run.fer.model;

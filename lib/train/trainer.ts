@@ -468,7 +468,7 @@ function phaseInputs(ctx: RunContext, phase: 1 | 2): PhaseInputs {
   return featureInputs(ctx);
 }
 
-/** FER_GRAPH=off runs phase 2 eagerly on tfjs-node even where the training step could run as one TensorFlow graph. */
+/** FER_GRAPH=off runs training steps eagerly on tfjs-node even where they could run as one TensorFlow graph. */
 function graphDisabled(): boolean {
   const value = (process.env.FER_GRAPH ?? '').trim().toLowerCase();
   if (['off', '0', 'false', 'no'].includes(value)) {
@@ -477,34 +477,53 @@ function graphDisabled(): boolean {
   if (['', 'on', '1', 'true', 'yes'].includes(value)) {
     return false;
   }
-  throw new Error(`Invalid FER_GRAPH value "${process.env.FER_GRAPH}": set it to off to run fine-tuning eagerly, or to on (or leave it unset) to run it as a TensorFlow graph where possible.`);
+  throw new Error(`Invalid FER_GRAPH value "${process.env.FER_GRAPH}": set it to off to run training steps eagerly, or to on (or leave it unset) to run them as a TensorFlow graph where possible.`);
 }
 
 /**
- * The fine-tuning step as one TensorFlow graph (lib/graph/train_step.ts), or
+ * The head alone as a model from pooled features to probabilities, sharing
+ * the FER model's layers and weights. Phase 1 feeds it the frozen
+ * backbone's features, however they were computed.
+ */
+function headModel(fer: FerModel): tf.LayersModel {
+  const pool = fer.model.getLayer(`${HEAD_LAYER_PREFIX}pool`);
+  const headSet = new Set(fer.headLayers);
+  const features = tf.input({ shape: [(pool.outputShape as number[])[1] as number], name: 'pooled_features' });
+  let h: tf.SymbolicTensor = features;
+  for (const layer of fer.model.layers.filter((l) => headSet.has(l.name) && l !== pool)) {
+    h = layer.apply(h) as tf.SymbolicTensor;
+  }
+  return tf.model({ inputs: features, outputs: h, name: 'head' });
+}
+
+/**
+ * The phase's training step as one TensorFlow graph (lib/graph/train_step.ts):
+ * the whole model in phase 2, the head on pooled features in phase 1. Returns
  * undefined, with the reason logged, where it cannot run: FER_GRAPH=off, a
  * backend other than tfjs-node, or a layer the graph does not cover.
  */
-async function createGraphStep(ctx: RunContext, variables: tf.Variable[], learningRate: number, restored: NamedTensor[]): Promise<GraphTrainStep | undefined> {
+async function createGraphStep(ctx: RunContext, phase: 1 | 2, variables: tf.Variable[], learningRate: number, restored: NamedTensor[]): Promise<GraphTrainStep | undefined> {
+  const what = phase === 1 ? "the head's training step" : 'the training step';
   const reason = graphDisabled() ? `disabled by FER_GRAPH=${process.env.FER_GRAPH}` : graphBackendUnusableReason();
   if (reason !== undefined) {
-    log.info(`phase 2: the training step runs eagerly, not as a TensorFlow graph: ${reason}.`);
+    log.info(`phase ${phase}: ${what} runs eagerly, not as a TensorFlow graph: ${reason}.`);
     return undefined;
   }
   const start = performance.now();
   try {
-    const step = await GraphTrainStep.create(ctx.fer.model, variables, learningRate, restored);
+    const model = phase === 1 ? headModel(ctx.fer) : ctx.fer.model;
+    const step = await GraphTrainStep.create(model, variables, learningRate, restored);
     log.info(
-      `phase 2: the training step (forward, gradients, Adam) runs as one TensorFlow graph, built in ${formatDuration((performance.now() - start) / 1000)}` +
+      `phase ${phase}: ${what} (forward, gradients, Adam) runs as one TensorFlow graph, built in ${formatDuration((performance.now() - start) / 1000)}` +
         `${step.masks.length > 0 ? `, with ${plural(step.masks.length, 'dropout layer')} fed seeded masks` : ''}. FER_GRAPH=off runs it eagerly.`,
     );
     return step;
   } catch (error) {
     const message = (error as Error).message;
     if (error instanceof GraphUnsupportedError) {
-      log.info(`phase 2: the training step runs eagerly, not as a TensorFlow graph: ${message}.`);
+      log.info(`phase ${phase}: ${what} runs eagerly, not as a TensorFlow graph: ${message}.`);
     } else {
-      log.warn(`phase 2: the training step runs eagerly, because building its TensorFlow graph failed: ${message}`);
+      log.warn(`phase ${phase}: ${what} runs eagerly, because building its TensorFlow graph failed: ${message}`);
     }
     return undefined;
   }
@@ -536,7 +555,7 @@ async function runPhase(
       `Adam ${learningRate}, up to ${plural(epochs, 'epoch')}, batch ${options.batchSize}, ${variables.length} trainable tensors.`,
   );
   const inputs = phaseInputs(ctx, phase);
-  const graph = phase === 2 ? await createGraphStep(ctx, variables, learningRate, restored) : undefined;
+  const graph = await createGraphStep(ctx, phase, variables, learningRate, restored);
   if (graph === undefined && restored.length > 0) {
     await optimizer.setWeights(restored);
   }
