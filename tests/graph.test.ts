@@ -165,3 +165,52 @@ describe('graph training step coverage', () => {
     expect(() => buildTrainGraph(fer.model, trainableVariables(fer))).toThrow(/layer ".+" is a \w+/);
   }, 120_000);
 });
+
+/**
+ * Convolutions whose input gradient the graph computes without
+ * Conv2DBackpropInput (a matrix product for 1x1, a convolution of the
+ * spread-out gradient for the rest; see inputGradient): odd and even sizes,
+ * strides 1 and 2, 'same' and 'valid' padding, non-square kernels.
+ */
+describe('graph input gradients of small convolutions', () => {
+  function build(): tf.LayersModel {
+    const init = (seed: number) => tf.initializers.glorotUniform({ seed });
+    const input = tf.input({ shape: [7, 7, 3] });
+    let h = tf.layers.conv2d({ filters: 4, kernelSize: 1, kernelInitializer: init(1), name: 'pointwise' }).apply(input) as tf.SymbolicTensor;
+    h = tf.layers.conv2d({ filters: 6, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu', kernelInitializer: init(2), name: 'strided_same' }).apply(h) as tf.SymbolicTensor;
+    h = tf.layers.conv2d({ filters: 5, kernelSize: [2, 3], padding: 'same', kernelInitializer: init(3), name: 'even_kernel' }).apply(h) as tf.SymbolicTensor;
+    h = tf.layers.conv2d({ filters: 4, kernelSize: 1, kernelInitializer: init(4), name: 'pointwise_small' }).apply(h) as tf.SymbolicTensor;
+    h = tf.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'valid', activation: 'relu', kernelInitializer: init(5), name: 'strided_valid' }).apply(h) as tf.SymbolicTensor;
+    h = tf.layers.globalAveragePooling2d({}).apply(h) as tf.SymbolicTensor;
+    const out = tf.layers.dense({ units: 7, activation: 'softmax', kernelInitializer: init(6) }).apply(h) as tf.SymbolicTensor;
+    return tf.model({ inputs: input, outputs: out });
+  }
+
+  it('updates every weight as the eager Adam does', async () => {
+    const eager = build();
+    const graph = build();
+    const eagerVariables = eager.trainableWeights.map((w) => w.read() as tf.Variable);
+    const graphVariables = graph.trainableWeights.map((w) => w.read() as tf.Variable);
+    const initial = graphVariables.map((v) => v.clone());
+    const optimizer = new GroupedAdamOptimizer(LEARNING_RATE);
+    const step = await GraphTrainStep.create(graph, graphVariables, LEARNING_RATE, []);
+    for (let s = 0; s < STEPS; s++) {
+      const x = tf.randomUniform([BATCH, 7, 7, 3], -1, 1, 'float32', 20 + s);
+      const oneHot = tf.oneHot(tf.tensor1d(Array.from({ length: BATCH }, (_, i) => (i * 3 + s) % 7), 'int32'), 7).toFloat() as tf.Tensor2D;
+      const loss = optimizer.minimize(() => crossEntropy(oneHot, eager.apply(x, { training: true }) as tf.Tensor2D), true, eagerVariables) as tf.Scalar;
+      const targets = tf.div(oneHot, BATCH) as tf.Tensor2D;
+      const out = step.run(x, targets, []);
+      expect(out.loss.dataSync()[0]).toBeCloseTo(loss.dataSync()[0] as number, 5);
+      tf.dispose([x, oneHot, loss, targets, out.loss, out.predicted]);
+    }
+    step.syncToModel();
+    graphVariables.forEach((variable, i) => {
+      const graphDelta = tf.sub(variable, initial[i] as tf.Tensor);
+      const eagerDelta = tf.sub(eagerVariables[i] as tf.Tensor, initial[i] as tf.Tensor);
+      expect(tf.max(tf.abs(eagerDelta)).dataSync()[0]).toBeGreaterThan(0);
+      expect(relativeDifference(graphDelta, eagerDelta)).toBeLessThan(1e-2);
+      tf.dispose([graphDelta, eagerDelta]);
+    });
+    await step.dispose();
+  });
+});
