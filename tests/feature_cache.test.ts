@@ -20,6 +20,7 @@ import type { AugmentationSettings } from '../lib/data/augment';
 import { loadNamedTensors } from '../lib/models/io';
 import type { TrainOptions } from '../lib/train/options';
 import { train, TrainingInterruptedError, type TrainResult } from '../lib/train/trainer';
+import { trainLog, withEnv } from './support';
 
 const DATA = process.env.FER_DATA ?? path.resolve('data/fer2013');
 const WORK = fs.mkdtempSync(path.join(os.tmpdir(), 'fer-feature-cache-test-'));
@@ -45,26 +46,6 @@ function headOnlyRun(runDir: string, overrides: Partial<TrainOptions> = {}): Tra
     silent: true,
     ...overrides,
   };
-}
-
-async function withEnv<T>(values: Record<string, string>, body: () => Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(values).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, values);
-  try {
-    return await body();
-  } finally {
-    for (const [key, value] of Object.entries(saved)) {
-      if (value === undefined) {
-        delete process.env[key];
-      } else {
-        process.env[key] = value;
-      }
-    }
-  }
-}
-
-function trainLog(runDir: string): string {
-  return fs.readFileSync(path.join(runDir, 'train.log'), 'utf8');
 }
 
 async function maxWeightDifference(runA: string, runB: string): Promise<number> {

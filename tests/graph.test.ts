@@ -13,9 +13,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../lib/backend';
 import { GraphTrainStep, GraphUnsupportedError, buildTrainGraph } from '../lib/graph/train_step';
 import { createModel, setTrainableBlocks, trainableVariables, type FerModel } from '../lib/models/factory';
-import { FrozenBatchNormalization, nextDropoutMultiplier, seedDropout } from '../lib/models/layers';
+import { nextDropoutMultiplier, seedDropout } from '../lib/models/layers';
 import { GroupedAdamOptimizer } from '../lib/perf/adam';
-import { Rng } from '../lib/util/rng';
+import { randomiseBatchNorm, relativeDifference } from './support';
 
 const CASES = [
   { backbone: 'MobileNetV2-0.35', size: 32, blocks: 'all' as const },
@@ -26,25 +26,6 @@ const CASES = [
 const STEPS = 3;
 const BATCH = 6;
 const LEARNING_RATE = 1e-3;
-
-function randomiseBatchNorm(model: tf.LayersModel, seed: number): void {
-  const rng = new Rng(seed, 0xb0);
-  for (const layer of model.layers) {
-    if (!(layer instanceof FrozenBatchNormalization)) {
-      continue;
-    }
-    const channels = layer.weights[0]?.shape[0] as number;
-    const draw = (low: number, high: number) => tf.tensor1d(Float32Array.from({ length: channels }, () => rng.uniform(low, high)));
-    const values = [draw(0.5, 1.5), draw(-0.3, 0.3), draw(-0.3, 0.3), draw(0.5, 1.5)];
-    layer.setWeights(values);
-    tf.dispose(values);
-  }
-}
-
-/** max |a - b| / max |b|, the largest difference relative to the reference's scale. */
-function relativeDifference(a: tf.Tensor, b: tf.Tensor): number {
-  return tf.tidy(() => (tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] as number) / Math.max(1e-12, tf.max(tf.abs(b)).dataSync()[0] as number));
-}
 
 /** Computes the trainer's loss: mean categorical cross-entropy of clipped probabilities. */
 function crossEntropy(oneHot: tf.Tensor2D, probabilities: tf.Tensor2D): tf.Scalar {

@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../lib/backend';
 import type { TrainOptions } from '../lib/train/options';
 import { train, TrainingInterruptedError, type TrainResult } from '../lib/train/trainer';
+import { trainLog, withEnv } from './support';
 
 const DATA = process.env.FER_DATA ?? path.resolve('data/fer2013');
 const WORK = fs.mkdtempSync(path.join(os.tmpdir(), 'fer-graph-train-test-'));
@@ -39,26 +40,6 @@ function run(runDir: string): TrainOptions {
     checkDuplicates: false,
     silent: true,
   };
-}
-
-async function withEnv<T>(values: Record<string, string>, body: () => Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(values).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, values);
-  try {
-    return await body();
-  } finally {
-    for (const [key, value] of Object.entries(saved)) {
-      if (value === undefined) {
-        delete process.env[key];
-      } else {
-        process.env[key] = value;
-      }
-    }
-  }
-}
-
-function trainLog(runDir: string): string {
-  return fs.readFileSync(path.join(runDir, 'train.log'), 'utf8');
 }
 
 const graphDir = path.join(WORK, 'graph');

@@ -166,11 +166,11 @@ const STRIDED_VIA_CONVOLUTION_MAX_PIXELS = 64;
  * Gradient of a convolution with respect to its input.
  *
  * TensorFlow 2.21's Conv2DBackpropInput on the CPU is slow for feature maps
- * of a few pixels with many channels: on a 2-core Zen 3 EPYC it took 194 ms
- * for a 3x3, stride-2, 512-channel convolution at 4x4 pixels and batch 32,
- * where the forward convolution takes a few ms, and 142 ms for a 1x1
- * convolution at 2x2 pixels from 1,024 to 2,048 channels. ResNet50V2's last
- * stage spent 1.6 s of a 2.2 s step there. The same gradient is:
+ * of a few pixels with many channels. On a 2-core Zen 3 EPYC, at batch 32,
+ * it took 194 ms for a 3x3, stride-2, 512-channel convolution at 4x4
+ * pixels, whose forward pass takes a few ms. A 1x1 convolution at 2x2
+ * pixels from 1,024 to 2,048 channels took 142 ms. ResNet50V2's last stage
+ * spent 1.6 s of a 2.2 s step there. The same gradient is:
  *
  * - for a 1x1 convolution with stride 1, a matrix product of the output
  *   gradient with the transposed kernel;
@@ -195,6 +195,7 @@ function inputGradient(g: TfGraph, name: string, depthwise: boolean, x: Sym, w: 
     return g.op(`${op}BackpropInput`, `${name}/grad_input`, [g.shape(x), w, dy], attrs, x.shape);
   }
   const int = { type: DT.int32 };
+
   if (kh === 1 && kw === 1 && !strided) {
     const rows = g.reshape(dy, [-1, outChannels]);
     const kernel = g.reshape(w, [inChannels, outChannels]);
@@ -214,6 +215,7 @@ function inputGradient(g: TfGraph, name: string, depthwise: boolean, x: Sym, w: 
     const size = g.intConstant(`${name}/grad_spread_size`, [-1, spreadHeight, spreadWidth, outChannels]);
     spread = g.op('Slice', `${name}/grad_spread_trim`, [merged, begin, size], { T, Index: int }, [-1, spreadHeight, spreadWidth, outChannels]);
   }
+
   const top = kh - 1 - padBefore(height, kh, sh, geometry.padding);
   const left = kw - 1 - padBefore(width, kw, sw, geometry.padding);
   const bottom = height + kh - 1 - spreadHeight - top;
@@ -225,6 +227,7 @@ function inputGradient(g: TfGraph, name: string, depthwise: boolean, x: Sym, w: 
     const size = g.intConstant(`${name}/grad_full_size`, [-1, height + kh - 1, width + kw - 1, outChannels]);
     full = g.op('Slice', `${name}/grad_full_trim`, [full, begin, size], { T, Index: int }, [-1, height + kh - 1, width + kw - 1, outChannels]);
   }
+
   const flipped = g.op('ReverseV2', `${name}/grad_kernel_flipped`, [w, g.intConstant(`${name}/grad_flip_axes`, [0, 1])], { T, Tidx: int }, w.shape);
   const swapped = g.op('Transpose', `${name}/grad_kernel_swapped`, [flipped, g.intConstant(`${name}/grad_swap`, [0, 1, 3, 2])], { T, Tperm: int }, [kh, kw, outChannels, inChannels]);
   const convAttrs: { [key: string]: Attr } = { ...attrs, strides: { ints: [1, 1, 1, 1] }, padding: { s: 'VALID' } };
