@@ -12,7 +12,7 @@ import * as path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import type { BenchReport } from '../lib/perf/bench';
+import { parseBenchModels, type BenchReport } from '../lib/perf/bench';
 
 const ROOT = path.resolve(__dirname, '..');
 const DATA = process.env.FER_DATA ?? path.join(ROOT, 'data', 'fer2013');
@@ -72,4 +72,21 @@ describe('fer bench', () => {
     expect(markdown).toContain('MobileNet-0.25');
     expect(markdown).toMatch(/Keras/);
   }, 600_000);
+});
+
+describe('fer bench --models', () => {
+  it('takes backbones with optional input sizes', () => {
+    expect(parseBenchModels('MobileNetV2@48, ResNet50V2', 64)).toEqual([
+      { backbone: 'MobileNetV2', inputSize: 48 },
+      { backbone: 'ResNet50V2', inputSize: 64 },
+    ]);
+  });
+
+  it('names the backbone of a configuration given instead of a backbone', () => {
+    expect(() => parseBenchModels('FER2013-MobileNet', 64)).toThrow('"FER2013-MobileNet" is a configuration; benchmark its backbone as MobileNet-0.25@96.');
+  });
+
+  it('lists the backbones for an unknown name', () => {
+    expect(() => parseBenchModels('MobileNetV5', 64)).toThrow(/Unknown backbone "MobileNetV5" in --models\. Backbones: .*ResNet50V2/);
+  });
 });

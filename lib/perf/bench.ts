@@ -13,7 +13,9 @@ import * as path from 'node:path';
 
 import { initBackend } from '../backend';
 import { resolveDataDir } from '../paths';
+import { registerBuiltins } from '../models/catalog';
 import { createModel, resolveConfiguration, setTrainableBlocks } from '../models/factory';
+import { getConfiguration, hasBackbone, hasConfiguration, listBackbones } from '../models/registry';
 import { prepareSplits } from '../train/data';
 import { log } from '../util/log';
 import { modelFlops } from './flops';
@@ -59,7 +61,19 @@ export function parseBenchModels(list: string, defaultSize: number): BenchModel[
       if (!Number.isInteger(inputSize) || inputSize < 32) {
         throw new Error(`Invalid input size in "${entry}": expected Backbone@SIZE with an integer SIZE of at least 32.`);
       }
-      return { backbone: backbone as string, inputSize };
+      const name = backbone as string;
+      registerBuiltins();
+      if (!hasBackbone(name)) {
+        const configuration = hasConfiguration(name) ? getConfiguration(name) : undefined;
+        const hint =
+          configuration === undefined
+            ? `Backbones: ${listBackbones()
+                .map((b) => b.name)
+                .join(', ')}.`
+            : `"${name}" is a configuration; benchmark its backbone as ${configuration.backbone}@${configuration.inputSize}.`;
+        throw new Error(`Unknown backbone "${name}" in --models. ${hint}`);
+      }
+      return { backbone: name, inputSize };
     });
 }
 

@@ -715,7 +715,7 @@ async function runPhase(
       log.info(
         `phase ${phase} epoch ${epoch}/${epochs}: train loss ${record.trainLoss.toFixed(4)} acc ${record.trainAccuracy.toFixed(4)} | ` +
           `val loss ${record.valLoss.toFixed(4)} acc ${record.valAccuracy.toFixed(4)} macro-F1 ${record.valMacroF1.toFixed(4)} | ` +
-          `${formatDuration(seconds)}, ${record.imagesPerSecond.toFixed(1)} img/s${improved ? ' | best so far' : ''}`,
+          `${formatDuration(seconds)} with validation, training ${record.imagesPerSecond.toFixed(1)} img/s${improved ? ' | best so far' : ''}`,
       );
       await writeHistory(options.runDir, state.history);
       await saveCheckpoint(options.runDir, state, fer.model, optimizerState);
