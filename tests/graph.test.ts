@@ -106,6 +106,7 @@ describe.each(CASES)('graph training step of $backbone (blocks $blocks)', ({ bac
     const eagerVariables = trainableVariables(eager);
     const graphVariables = trainableVariables(graph);
     expect(graphVariables.length).toBe(eagerVariables.length);
+
     let worstMax = 0;
     let worstMean = 0;
     let changed = 0;
@@ -170,9 +171,10 @@ describe('graph training step coverage', () => {
 
 /**
  * Convolutions whose input gradient the graph computes without
- * Conv2DBackpropInput (a matrix product for 1x1, a convolution of the
- * spread-out gradient for the rest; see inputGradient): odd and even sizes,
- * strides 1 and 2, 'same' and 'valid' padding, non-square kernels.
+ * Conv2DBackpropInput: a matrix product for 1x1, a convolution of the
+ * spread-out gradient for the rest (see inputGradient). The model has odd
+ * and even sizes, strides 1 and 2, 'same' and 'valid' padding, and a
+ * non-square kernel.
  */
 describe('graph input gradients of small convolutions', () => {
   function build(): tf.LayersModel {

@@ -113,8 +113,8 @@ function activationName(config: tf.serialization.ConfigDict): string {
 }
 
 /**
- * The exact gelu of tfjs-layers 4.22, 0.5 * x * (1 + erf(x / sqrt(2))), with
- * its derivative 0.5 * (1 + erf(x / sqrt(2))) + x * exp(-x^2 / 2) / sqrt(2 pi).
+ * Computes the exact gelu of tfjs-layers 4.22, 0.5 * x * (1 + erf(x / sqrt(2))),
+ * with its derivative 0.5 * (1 + erf(x / sqrt(2))) + x * exp(-x^2 / 2) / sqrt(2 pi).
  */
 function gelu(g: TfGraph, base: string, input: Sym): Sym {
   const x = TfGraph.plain(input);
@@ -150,6 +150,7 @@ function layerNormalization(ctx: Context, layer: tf.layers.Layer, input: Sym): S
   if (gamma === undefined || beta === undefined) {
     throw new GraphUnsupportedError(`layer normalization "${layer.name}" has no gamma or beta`);
   }
+
   const name = layer.name;
   const last = rank - 1;
   const x = TfGraph.plain(input);
@@ -160,6 +161,7 @@ function layerNormalization(ctx: Context, layer: tf.layers.Layer, input: Sym): S
   const scale = TfGraph.plain(gamma.sym);
   const y = g.binary('AddV2', name, g.binary('Mul', `${name}/scaled`, normalized, scale), TfGraph.plain(beta.sym));
   const reduceAxes = Array.from({ length: last }, (_, i) => i);
+
   return g.composite([input, gamma.sym, beta.sym], y, (dy) => {
     const scaled = g.binary('Mul', `${name}/grad_scaled`, dy, scale);
     const projection = g.binary('Mul', `${name}/grad_projection`, normalized, g.mean(g.binary('Mul', `${name}/grad_dot`, scaled, normalized), [last]));
@@ -356,7 +358,7 @@ function convolution(ctx: Context, layer: tf.layers.Layer, x: Sym, outShape: num
   return activate(ctx, layer, y, activationName(config));
 }
 
-/** A convolution node, with its bias when given, on the tape with both gradients. */
+/** Adds a convolution node, with its bias when given, on the tape with both gradients. */
 function convolutionNode(g: TfGraph, name: string, depthwise: boolean, x: Sym, w: Sym, b: Sym | undefined, outShape: number[], geometry: ConvGeometry): Sym {
   const attrs: { [key: string]: Attr } = {
     T,
