@@ -13,8 +13,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { initBackend } from '../lib/backend';
 import { GraphTrainStep, GraphUnsupportedError, buildTrainGraph } from '../lib/graph/train_step';
+import { registerBuiltins } from '../lib/models/catalog';
 import { createModel, setTrainableBlocks, trainableVariables, type FerModel } from '../lib/models/factory';
 import { nextDropoutMultiplier, seedDropout } from '../lib/models/layers';
+import { listBackbones } from '../lib/models/registry';
 import { GroupedAdamOptimizer } from '../lib/perf/adam';
 import { randomiseBatchNorm, relativeDifference } from './support';
 
@@ -217,4 +219,28 @@ describe('graph input gradients of small convolutions', () => {
     });
     await step.dispose();
   });
+});
+
+/** Every registered backbone, as timm tests every registered model: its training graph builds, loads and takes a step. */
+describe('graph training step of every registered backbone', () => {
+  registerBuiltins();
+  it.each(listBackbones().map((b) => b.name))('%s trains one step as a graph', async (name) => {
+    const fer = await createModel(name, { inputSize: 32, weights: 'random', seed: 1 });
+    setTrainableBlocks(fer, 'all');
+    const step = await GraphTrainStep.create(fer.model, trainableVariables(fer), LEARNING_RATE, []);
+    try {
+      const x = tf.randomUniform([2, 32, 32, 3], -1, 1, 'float32', 4);
+      const targets = tf.div(tf.oneHot(tf.tensor1d([1, 5], 'int32'), 7).toFloat(), 2) as tf.Tensor2D;
+      const masks = step.masks.map((m) => tf.ones([2, ...m.shape]));
+      const out = step.run(x, targets, masks);
+      const loss = out.loss.dataSync()[0] as number;
+      expect(Number.isFinite(loss)).toBe(true);
+      expect(loss).toBeGreaterThan(0);
+      expect(out.predicted.shape).toEqual([2]);
+      tf.dispose([x, targets, out.loss, out.predicted, ...masks]);
+    } finally {
+      await step.dispose();
+      fer.model.dispose();
+    }
+  }, 300_000);
 });
