@@ -81,6 +81,18 @@ export function registerTrainCommand(program: Command): void {
       'Train a model: phase 1 fits the head on a frozen pretrained backbone, phase 2 fine-tunes the top backbone blocks. ' +
         'Writes a run folder with checkpoints, the best model (TensorFlow.js format), metric history and the test evaluation.',
     )
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Environment:',
+        '  FER_GRAPH=off          run training steps eagerly on tfjs-node instead of as one TensorFlow graph per step',
+        '  FER_ONNX=off           keep the frozen backbone, validation and evaluation on TensorFlow.js instead of ONNX Runtime',
+        '  FER_FEATURE_CACHE=off  compute phase 1 backbone features for every batch even when they could be cached',
+        '  FER_MEMORY_LIMIT=16G   memory limit for the estimate made before training (default: what the system reports)',
+        'Ctrl-C finishes the current batch, writes a checkpoint and exits; "fer train --resume RUN" continues.',
+      ].join('\n'),
+    )
     .option('-m, --model <name>', 'configuration or backbone name (see "fer models")', DEFAULT_MODEL)
     .option('-d, --data <dir>', 'dataset folder (default: $FER_DATA or data/fer2013)')
     .addOption(

@@ -659,6 +659,9 @@ async function runPhase(
         );
 
         const sessionSeconds = state.trainingSeconds + state.partial.seconds;
+        // A step awaits only promises that are already settled, so without this yield to the event loop a
+        // Ctrl-C (SIGINT) would wait for the next real I/O, at the end of the epoch, before its handler ran.
+        await new Promise((resolve) => setImmediate(resolve));
         interrupt.onStep();
         if (interrupt.requested()) {
           graph?.syncToModel();
