@@ -160,7 +160,7 @@ async function main() {
   }
   const kernelCount = [...byKernel.values()].reduce((sum, e) => sum + e.count, 0);
   process.stdout.write(
-    `one profiled step: ${kernelCount} kernels, ${kernelMs.toFixed(1)} ms in kernels. Profiling adds its own time, so compare ` +
+    `one profiled eager step (FER_GRAPH=off): ${kernelCount} kernels, ${kernelMs.toFixed(1)} ms in kernels. Profiling adds its own time, so compare ` +
       'this with the unprofiled step above; the difference is JavaScript and binding overhead.\n',
   );
   [...byKernel.entries()]

@@ -879,6 +879,9 @@ export async function train(input: TrainOptions & { resume?: string }): Promise<
       `model: ${options.configuration.name} (${fer.backbone.name} backbone, ${fer.model.countParams().toLocaleString('en-US')} parameters, ` +
         `input ${fer.inputSize}x${fer.inputSize}, head dense [${options.dense.join(', ')}], dropout ${options.dropout})`,
     );
+    if (options.weights === 'random') {
+      log.info(`weights: ${fer.backbone.name} backbone initialised at random from seed ${options.seed} (--weights random), no pretrained weights.`);
+    }
     if (!backend.supportsFineTuning && options.phase2Epochs > 0) {
       throw new Error(
         `The ${backend.name} backend cannot fine-tune backbones; run with --epochs2 0 (head only) or install @tensorflow/tfjs-node (npm run setup).`,
@@ -938,9 +941,12 @@ export async function train(input: TrainOptions & { resume?: string }): Promise<
       preprocessing: fer.backbone.preprocessing,
       bestEpoch: state.best,
     });
+    const best = state.best;
+    const bestRecord = best === null ? undefined : state.history.find((r) => r.globalEpoch === best.globalEpoch);
+    const bestLabel = best === null ? '-' : `${best.globalEpoch} of ${state.history.length}${bestRecord === undefined ? '' : ` (phase ${bestRecord.phase} epoch ${bestRecord.epoch})`}`;
     log.info(
-      `training done in ${formatDuration(state.trainingSeconds)}; best epoch ${state.best?.globalEpoch ?? '-'} ` +
-        `(validation macro-F1 ${state.best?.valMacroF1.toFixed(4) ?? '-'}). Model: ${path.join(runDir, 'model')}`,
+      `training done in ${formatDuration(state.trainingSeconds)}; best epoch ${bestLabel} ` +
+        `(validation macro-F1 ${best?.valMacroF1.toFixed(4) ?? '-'}). Model: ${path.join(runDir, 'model')}`,
     );
     if (options.figures) {
       await writeTrainingFigure(runDir, state.history, options.configuration.name);
