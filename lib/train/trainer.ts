@@ -60,7 +60,7 @@ export interface TrainResult {
 
 export class TrainingInterruptedError extends Error {
   constructor(readonly runDir: string) {
-    super(`Training interrupted; the checkpoint in ${runDir} is up to date. Resume with: fer train --resume ${runDir}`);
+    super(`Training interrupted; the checkpoint in ${runDir} is up to date. Resume with: npx fer train --resume ${runDir}`);
     this.name = 'TrainingInterruptedError';
   }
 }
@@ -481,7 +481,7 @@ function graphDisabled(): boolean {
 }
 
 /**
- * The head alone as a model from pooled features to probabilities, sharing
+ * Builds the head alone as a model from pooled features to probabilities, sharing
  * the FER model's layers and weights. Phase 1 feeds it the frozen
  * backbone's features, however they were computed.
  */
@@ -497,7 +497,7 @@ function headModel(fer: FerModel): tf.LayersModel {
 }
 
 /**
- * The phase's training step as one TensorFlow graph (lib/graph/train_step.ts):
+ * Builds the phase's training step as one TensorFlow graph (lib/graph/train_step.ts):
  * the whole model in phase 2, the head on pooled features in phase 1. Returns
  * undefined, with the reason logged, where it cannot run: FER_GRAPH=off, a
  * backend other than tfjs-node, or a layer the graph does not cover.
@@ -559,7 +559,7 @@ async function runPhase(
   if (graph === undefined && restored.length > 0) {
     await optimizer.setWeights(restored);
   }
-  /** Where the optimizer state lives: the graph's session, or the eager optimizer. */
+  /** The holder of the optimizer state: the graph's session, or the eager optimizer. */
   const optimizerState = graph ?? optimizer;
 
   const n = train.length;
@@ -899,8 +899,8 @@ export async function train(input: TrainOptions & { resume?: string }): Promise<
       state = await loadState(runDir);
       await loadModelWeights(fer.model, path.join(runDir, 'checkpoint', 'model'));
       log.info(
-        `resume: phase ${state.phase}, epoch ${state.epochInPhase}, batch ${state.step}; ` +
-          `${plural(state.history.length, 'epoch')} done, ${formatDuration(state.trainingSeconds)} trained so far.`,
+        `resume: phase ${state.phase}, epoch ${state.epochInPhase}, after batch ${state.step}; ` +
+          `${plural(state.history.length, 'epoch')} finished before over both phases, ${formatDuration(state.trainingSeconds)} trained so far.`,
       );
     } else {
       await writeRunFiles(ctx);
@@ -943,10 +943,13 @@ export async function train(input: TrainOptions & { resume?: string }): Promise<
     });
     const best = state.best;
     const bestRecord = best === null ? undefined : state.history.find((r) => r.globalEpoch === best.globalEpoch);
-    const bestLabel = best === null ? '-' : `${best.globalEpoch} of ${state.history.length}${bestRecord === undefined ? '' : ` (phase ${bestRecord.phase} epoch ${bestRecord.epoch})`}`;
+    const bestLabel =
+      best === null
+        ? 'none'
+        : `${bestRecord === undefined ? `epoch ${best.globalEpoch}` : `phase ${bestRecord.phase} epoch ${bestRecord.epoch}`}, validation macro-F1 ${best.valMacroF1.toFixed(4)}`;
     log.info(
-      `training done in ${formatDuration(state.trainingSeconds)}; best epoch ${bestLabel} ` +
-        `(validation macro-F1 ${best?.valMacroF1.toFixed(4) ?? '-'}). Model: ${path.join(runDir, 'model')}`,
+      `training done: ${formatDuration(state.trainingSeconds)} of training in all, ${plural(state.history.length, 'epoch')} over both phases; ` +
+        `best ${bestLabel}. Model: ${path.join(runDir, 'model')}`,
     );
     if (options.figures) {
       await writeTrainingFigure(runDir, state.history, options.configuration.name);
