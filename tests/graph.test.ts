@@ -99,12 +99,12 @@ describe.each(CASES)('graph training step of $backbone (blocks $blocks)', ({ bac
     step.syncToModel();
   }, 600_000);
 
-  it('computes the same losses and predictions as the eager step', () => {
+  it('matches eager losses and predictions', () => {
     eagerLosses.forEach((loss, i) => expect(graphLosses[i]).toBeCloseTo(loss, 4));
     expect(graphPredicted).toEqual(eagerPredicted);
   });
 
-  it('updates every trained weight as the eager Adam does', () => {
+  it('matches eager weight updates', () => {
     const eagerVariables = trainableVariables(eager);
     const graphVariables = trainableVariables(graph);
     expect(graphVariables.length).toBe(eagerVariables.length);
@@ -145,7 +145,7 @@ describe.each(CASES)('graph training step of $backbone (blocks $blocks)', ({ bac
     expect(worstMean).toBeLessThan(1e-3);
   });
 
-  it('returns the Adam moments in the optimizer layout', async () => {
+  it('returns Adam moments in optimizer layout', async () => {
     const eagerState = await optimizer.getWeights();
     const graphState = await step.getWeights();
     expect(graphState.map((w) => w.tensor.shape)).toEqual(eagerState.map((w) => w.tensor.shape));
@@ -160,7 +160,7 @@ describe.each(CASES)('graph training step of $backbone (blocks $blocks)', ({ bac
 });
 
 describe('graph training step coverage', () => {
-  it('refuses a layer class it does not convert, naming the layer', () => {
+  it('rejects unconverted layer classes', () => {
     const input = tf.input({ shape: [8, 8, 3] });
     const up = tf.layers.conv2dTranspose({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', name: 'upsample' }).apply(input) as tf.SymbolicTensor;
     const pooled = tf.layers.globalAveragePooling2d({}).apply(up) as tf.SymbolicTensor;
@@ -224,7 +224,7 @@ describe('graph input gradients of small convolutions', () => {
 /** Every registered backbone, as timm tests every registered model: its training graph builds, loads and takes a step. */
 describe('graph training step of every registered backbone', () => {
   registerBuiltins();
-  it.each(listBackbones().map((b) => b.name))('%s trains one step as a graph', async (name) => {
+  it.each(listBackbones().map((b) => b.name))('%s takes one graph step', async (name) => {
     const fer = await createModel(name, { inputSize: 32, weights: 'random', seed: 1 });
     setTrainableBlocks(fer, 'all');
     const step = await GraphTrainStep.create(fer.model, trainableVariables(fer), LEARNING_RATE, []);

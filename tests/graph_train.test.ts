@@ -1,11 +1,11 @@
 /**
  * Training with graph steps (lib/graph/train_step.ts: the head on pooled
  * features in phase 1, the whole model in phase 2) against eager steps
- * (FER_GRAPH=off), in the whole trainer: a small seeded
- * FER-2013 subset with augmentation and balanced class weights, MobileNet
- * with ImageNet weights and its top two blocks unfrozen. Both runs must log
- * which path ran and agree in every epoch's losses and metrics; the graph
- * run must also resume exactly after an interrupt in phase 2.
+ * (FER_GRAPH=off), in the whole trainer: a small FER-2013 subset with
+ * augmentation and balanced class weights, MobileNet with ImageNet weights
+ * and its top two blocks unfrozen. Both runs must log which path ran and
+ * agree in every epoch's losses and metrics. The graph run must also resume
+ * exactly after an interrupt in phase 2.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -68,7 +68,7 @@ describe('training steps as TensorFlow graphs', () => {
     expect(trainLog(eagerDir)).toMatch(/phase 1: the head's training step runs eagerly, not as a TensorFlow graph: disabled by FER_GRAPH=off/);
   });
 
-  it('gives the losses and metrics of the eager step', () => {
+  it('matches eager losses and metrics', () => {
     expect(onGraph.history.map((r) => r.phase)).toEqual([1, 2, 2]);
     expect(onGraph.history).toHaveLength(eager.history.length);
     onGraph.history.forEach((record, i) => {
@@ -81,7 +81,7 @@ describe('training steps as TensorFlow graphs', () => {
     });
   });
 
-  it('resumes mid-epoch in phase 2 exactly', async () => {
+  it('resumes phase 2 exactly', async () => {
     const runDir = path.join(WORK, 'resume');
     // Phase 1 has one epoch of 10 batches, so batch 13 is the third of phase 2.
     process.env.FER_INTERRUPT_AFTER_STEPS = '13';
@@ -97,7 +97,7 @@ describe('training steps as TensorFlow graphs', () => {
     expect(resumed.history).toEqual(onGraph.history.map((r, i) => ({ ...r, seconds: resumed.history[i]?.seconds, imagesPerSecond: resumed.history[i]?.imagesPerSecond })));
   }, 600_000);
 
-  it('rejects an unknown FER_GRAPH value before reading data', async () => {
+  it('rejects unknown FER_GRAPH values', async () => {
     await expect(withEnv({ FER_GRAPH: 'maybe' }, () => train(run(path.join(WORK, 'bad-value'))))).rejects.toThrow('Invalid FER_GRAPH value "maybe"');
   });
 });

@@ -63,7 +63,7 @@ describe('Ctrl-C during training', () => {
     '--no-evaluate', '--no-figures', '--no-duplicates', '--quiet',
   ];
 
-  it('stops after the current batch with a checkpoint inside the epoch, and resumes', async () => {
+  it('stops mid-epoch and resumes', async () => {
     const interrupted = await trainAndInterrupt(args, 1500);
     expect(interrupted.output).toMatch(/interrupt received: finishing the current batch/);
     expect(interrupted.code).toBe(130);

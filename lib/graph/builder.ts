@@ -76,12 +76,12 @@ export class TfGraph {
     return marked;
   }
 
-  /** A copy of `x` that no tape record follows, for nodes inside a composite operation. */
+  /** Returns a copy of `x` that no tape record follows, for nodes inside a composite operation. */
   static plain(x: Sym): Sym {
     return { ...x, grad: false };
   }
 
-  /** Mean over `axes`, kept as size-1 dimensions; no gradient. */
+  /** Adds a mean over `axes`, kept as size-1 dimensions, without a gradient. */
   mean(x: Sym, axes: number[]): Sym {
     const shape = x.shape.map((s, i) => (axes.includes(i) ? 1 : s));
     return this.op('Mean', `${baseOf(x)}/mean`, [x, this.intConstant(`${baseOf(x)}/mean_axes`, axes)], { T: T(), Tidx: T(DT.int32), keep_dims: { b: true } }, shape);
@@ -185,8 +185,6 @@ export class TfGraph {
    */
   gradients(output: Sym, seed: Sym, targets: Sym[]): Array<Sym | undefined> {
     const pending = new Map<string, Sym[]>([[output.name, [seed]]]);
-    const wanted = new Set(targets.map((t) => t.name));
-    const finished = new Map<string, Sym>();
     const records = [...this.tape];
     for (let i = records.length - 1; i >= 0; i--) {
       const record = records[i] as Record;
@@ -205,13 +203,10 @@ export class TfGraph {
         pending.set(input.name, [...(pending.get(input.name) ?? []), g]);
       });
     }
-    for (const name of wanted) {
-      const parts = pending.get(name);
-      if (parts !== undefined) {
-        finished.set(name, this.accumulate(parts));
-      }
-    }
-    return targets.map((t) => finished.get(t.name));
+    return targets.map((t) => {
+      const parts = pending.get(t.name);
+      return parts === undefined ? undefined : this.accumulate(parts);
+    });
   }
 }
 

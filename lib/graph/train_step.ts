@@ -488,8 +488,7 @@ const CONVERTERS: { [className: string]: Converter } = {
     const w = kernel.sym;
     const attrs = (a: boolean, b: boolean): { [key: string]: Attr } => ({ T, transpose_a: { b: a }, transpose_b: { b } });
     // A dense layer on feature maps (ConvNeXt's pointwise layers) multiplies the rows of the flattened map.
-    const rows = input.shape.length === 2 ? input : g.reshape(input, [-1, input.shape[input.shape.length - 1] as number]);
-    const x = rows;
+    const x = input.shape.length === 2 ? input : g.reshape(input, [-1, input.shape[input.shape.length - 1] as number]);
     const units = out[out.length - 1] as number;
     let y: Sym = g.op('MatMul', `${layer.name}/matmul`, [x, w], attrs(false, false), [-1, units], (dy) => [
       x.grad ? g.op('MatMul', `${layer.name}/grad_input`, [dy, w], attrs(false, true), x.shape) : undefined,

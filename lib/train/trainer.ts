@@ -503,10 +503,10 @@ function headModel(fer: FerModel): tf.LayersModel {
  * backend other than tfjs-node, or a layer the graph does not cover.
  */
 async function createGraphStep(ctx: RunContext, phase: 1 | 2, variables: tf.Variable[], learningRate: number, restored: NamedTensor[]): Promise<GraphTrainStep | undefined> {
-  const what = phase === 1 ? "the head's training step" : 'the training step';
+  const stepLabel = phase === 1 ? "the head's training step" : 'the training step';
   const reason = graphDisabled() ? `disabled by FER_GRAPH=${process.env.FER_GRAPH}` : graphBackendUnusableReason();
   if (reason !== undefined) {
-    log.info(`phase ${phase}: ${what} runs eagerly, not as a TensorFlow graph: ${reason}.`);
+    log.info(`phase ${phase}: ${stepLabel} runs eagerly, not as a TensorFlow graph: ${reason}.`);
     return undefined;
   }
   const start = performance.now();
@@ -514,16 +514,16 @@ async function createGraphStep(ctx: RunContext, phase: 1 | 2, variables: tf.Vari
     const model = phase === 1 ? headModel(ctx.fer) : ctx.fer.model;
     const step = await GraphTrainStep.create(model, variables, learningRate, restored);
     log.info(
-      `phase ${phase}: ${what} (forward, gradients, Adam) runs as one TensorFlow graph, built in ${formatDuration((performance.now() - start) / 1000)}` +
+      `phase ${phase}: ${stepLabel} (forward, gradients, Adam) runs as one TensorFlow graph, built in ${formatDuration((performance.now() - start) / 1000)}` +
         `${step.masks.length > 0 ? `, with ${plural(step.masks.length, 'dropout layer')} fed seeded masks` : ''}. FER_GRAPH=off runs it eagerly.`,
     );
     return step;
   } catch (error) {
     const message = (error as Error).message;
     if (error instanceof GraphUnsupportedError) {
-      log.info(`phase ${phase}: ${what} runs eagerly, not as a TensorFlow graph: ${message}.`);
+      log.info(`phase ${phase}: ${stepLabel} runs eagerly, not as a TensorFlow graph: ${message}.`);
     } else {
-      log.warn(`phase ${phase}: ${what} runs eagerly, because building its TensorFlow graph failed: ${message}`);
+      log.warn(`phase ${phase}: ${stepLabel} runs eagerly, because building its TensorFlow graph failed: ${message}`);
     }
     return undefined;
   }
